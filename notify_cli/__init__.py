@@ -1,0 +1,1 @@
+"""The ``notify`` command: one entry point for the stack, topics, sending, reading and benchmarks."""

@@ -1,0 +1,3 @@
+from notify_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared by every service: settings, Avro codec, Kafka clients, topics, records, logging, database."""

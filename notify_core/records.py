@@ -1,0 +1,114 @@
+"""Our own view of a Kafka record: pure code never sees librdkafka's ``Message``.
+
+``Record.from_message`` is the one adapter; ``read_records`` is a bounded read of a topic from the
+beginning (for the CLI, the demo and tests), always with a fresh, throw-away consumer group.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import confluent_kafka
+
+from notify_core.kafka_clients import make_consumer, translate
+from notify_core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+    @classmethod
+    def from_message(cls, msg: confluent_kafka.Message) -> Record:
+        kind, stamp = msg.timestamp()
+        raw = msg.headers() or []
+        pairs = list(raw.items()) if isinstance(raw, dict) else raw
+        headers = [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
+        return cls(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=msg.key(),
+            value=msg.value(),
+            headers=headers,
+            timestamp_ms=stamp if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else None,
+        )
+
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+def read_records(
+    settings: Settings, topic: str, *, max_records: int, timeout_s: float, idle_s: float = 2.0
+) -> list[Record]:
+    """Up to ``max_records`` committed records of ``topic``, from the start of every partition.
+
+    Reads with explicit partition assignment (no group join, nothing committed), and stops once
+    every partition is read up to the end it had when the read began, or after ``idle_s`` without
+    records, or at ``timeout_s``.
+    """
+    consumer = make_consumer(settings, f"notify-reader-{uuid.uuid4()}")
+    records: list[Record] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        ends = {p: _high_watermark(consumer, topic, p, timeout_s) for p in partitions}
+        consumer.assign(
+            [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in partitions]
+        )
+        deadline = time.monotonic() + timeout_s
+        last_record = time.monotonic()
+        while len(records) < max_records and time.monotonic() < deadline:
+            if all(_position(consumer, topic, p) >= end for p, end in ends.items()):
+                break
+            batch = consumer.consume(min(500, max_records - len(records)), timeout=0.2)
+            if not batch:
+                if time.monotonic() - last_record > idle_s:
+                    break
+                continue
+            last_record = time.monotonic()
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    records.append(Record.from_message(msg))
+                elif err.code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                    raise translate(err, f"reading {topic}")
+    finally:
+        consumer.close()
+    return records[:max_records]
+
+
+def _high_watermark(consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout_s: float) -> int:
+    """The partition's end; retried while a just-created partition is still getting its leader."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(topic, partition), timeout=5
+            )
+            return int(high)
+        except confluent_kafka.KafkaException as exc:
+            err = exc.args[0]
+            if (not err.retriable() and err.code() not in _TRANSIENT) or time.monotonic() > deadline:
+                raise translate(err, f"reading the end of {topic}[{partition}]") from exc
+            time.sleep(0.1)
+
+
+_TRANSIENT = (
+    confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+    confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE,
+    confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def _position(consumer: confluent_kafka.Consumer, topic: str, partition: int) -> int:
+    [tp] = consumer.position([confluent_kafka.TopicPartition(topic, partition)])
+    return tp.offset if tp.offset is not None and tp.offset >= 0 else -1

@@ -1,0 +1,176 @@
+"""The one settings object.
+
+Read from the environment (prefix ``NOTIFY_``) once, at the entry point, and passed down as an argument.
+It is frozen, keeps credentials in ``SecretStr`` so they never reach a log line, and renders the
+librdkafka configuration dicts so no other module spells a Kafka setting name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that match the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, extra="ignore")
+
+    # --- Kafka connection -------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Any other librdkafka property, passed through as is (JSON object in the environment).
+    kafka_extra: dict[str, str] = Field(default_factory=dict)
+    client_id: str = "notify"
+
+    # --- Topics -----------------------------------------------------------------------------------
+    topic_prefix: str = "notifications"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    topic_retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
+    dlq_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
+    events_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
+
+    # --- Producer SDK -----------------------------------------------------------------------------
+    # Upper bound for one send: librdkafka gives up on a message after this and we raise.
+    produce_timeout_s: float = Field(default=15.0, gt=0)
+
+    # --- Router -----------------------------------------------------------------------------------
+    router_group: str = "notify-router"
+    # Stable per router process: a restarted instance fences its killed predecessor and aborts its
+    # open transaction at once, instead of read_committed consumers waiting for the txn timeout.
+    router_instance_id: str = "0"
+    router_batch_size: int = Field(default=500, ge=1, le=10_000)
+    dedupe_window_s: int = Field(default=7 * 24 * 3600, ge=60)
+    fallback_locale: str = "en"
+    max_sms_segments: int = Field(default=3, ge=1, le=10)
+    user_cache_size: int = Field(default=100_000, ge=0)
+    user_cache_ttl_s: float = Field(default=60.0, ge=0)
+
+    # --- Database ---------------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr("postgresql://notify@127.0.0.1:55432/notify")
+
+    # --- Local stack (make up / notify stack) -----------------------------------------------------
+    cache_dir: Path = Field(default_factory=lambda: _project_root() / ".cache")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = "768m"
+    postgres_port: int = Field(default=55432, ge=1, le=65535)
+    stack_start_timeout_s: float = Field(default=120.0, gt=0)
+
+    # --- Providers (sandbox and real service are one setting apart) -------------------------------
+    apns_endpoint: str = "https://127.0.0.1:8443"
+    apns_topic: str = "com.example.notify"
+    apns_key_id: str = "ABC123DEFG"
+    apns_team_id: str = "DEF123GHIJ"
+    apns_key: SecretStr | None = None
+    fcm_endpoint: str = "http://127.0.0.1:8444"
+    fcm_project_id: str = "notify-sandbox"
+    fcm_credentials_file: Path | None = None
+    sns_endpoint: str | None = "http://127.0.0.1:8445"
+    aws_region: str = "us-east-1"
+    aws_access_key_id: SecretStr = SecretStr("testing")
+    aws_secret_access_key: SecretStr = SecretStr("testing")
+    sms_sender_id: str = "NOTIFY"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_start_tls: bool = False
+    email_from: str = "Notify <no-reply@example.com>"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix_is_legal(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not value or set(value) - allowed:
+            raise ValueError("topic_prefix must be non-empty and use only letters, digits, '.', '_' and '-'")
+        return value
+
+    # --- librdkafka renderings --------------------------------------------------------------------
+    def kafka_common(self) -> dict[str, Any]:
+        """Connection and security properties shared by every client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "client.id": self.client_id,
+            "security.protocol": self.kafka_security_protocol.lower(),
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": self.kafka_ssl_key_password,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        conf.update(self.kafka_extra)
+        return conf
+
+    def kafka_producer(self, *, transactional_id: str | None = None) -> dict[str, Any]:
+        """An idempotent producer; transactional when given an id."""
+        conf = self.kafka_common()
+        conf.update(
+            {
+                # Every accepted request must survive a broker failover: wait for all in-sync replicas.
+                "acks": "all",
+                # No duplicates or reordering from librdkafka's own retries.
+                "enable.idempotence": True,
+                # Bound a send: after this the delivery report fails instead of retrying forever.
+                "message.timeout.ms": int(self.produce_timeout_s * 1000),
+                # Small batching window: throughput for the batch API at ~no latency cost.
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
+        )
+        if transactional_id is not None:
+            conf["transactional.id"] = transactional_id
+            # A killed router's open transaction blocks read_committed readers until it times out
+            # (unless the same id restarts first): keep that bound short.
+            conf["transaction.timeout.ms"] = 30_000
+        return conf
+
+    def kafka_consumer(self, group_id: str) -> dict[str, Any]:
+        """A consumer that commits explicitly and sees only committed transactional output."""
+        conf = self.kafka_common()
+        conf.update(
+            {
+                "group.id": group_id,
+                # Offsets are committed by our code (in the transaction, or for the completed prefix).
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # A new group starts at the beginning: nothing already accepted is skipped.
+                "auto.offset.reset": "earliest",
+                # Never act on output of an aborted router transaction.
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        return conf
+
+    def kafka_admin(self) -> dict[str, Any]:
+        return self.kafka_common()

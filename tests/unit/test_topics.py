@@ -1,0 +1,66 @@
+"""Topic names, specs, and the drift/plan logic behind `notify topics`."""
+
+from __future__ import annotations
+
+from notify_core.settings import Settings
+from notify_core.topic_admin import ObservedTopic, drift, format_table, plan
+from notify_core.topics import Channel, TopicNames, TopicSpec, topic_specs
+
+
+def test_every_topic_the_pipeline_uses_is_named() -> None:
+    names = TopicNames("notifications")
+    assert names.all() == [
+        "notifications.requests",
+        "notifications.requests.dlq",
+        "notifications.events",
+        *(f"notifications.{c}{suffix}" for c in Channel for suffix in ("", ".retry", ".dlq")),
+    ]
+    assert len(set(names.all())) == 15
+
+
+def test_specs_take_partitions_and_retention_from_settings() -> None:
+    settings = Settings(
+        topic_partitions=4, topic_retention_ms=1000, dlq_retention_ms=2000, events_retention_ms=3000
+    )
+    specs = {s.name: s for s in topic_specs(settings)}
+    assert specs["notifications.ios"].partitions == 4
+    assert specs["notifications.ios"].config["retention.ms"] == "1000"
+    assert specs["notifications.sms.dlq"].config["retention.ms"] == "2000"
+    assert specs["notifications.events"].config["retention.ms"] == "3000"
+    assert specs["notifications.requests"].config["min.insync.replicas"] == "1"
+
+
+SPEC = TopicSpec("t", 6, 1, {"retention.ms": "100", "cleanup.policy": "delete"})
+
+
+def observed(partitions: int = 6, rf: int = 1, config: dict[str, str] | None = None) -> ObservedTopic:
+    return ObservedTopic(
+        "t", partitions, rf, {"retention.ms": "100", "cleanup.policy": "delete", **(config or {})}
+    )
+
+
+def test_no_drift_when_cluster_matches() -> None:
+    assert drift(SPEC, observed()) == []
+    assert plan([SPEC], {"t": observed()}) == plan([], {})
+
+
+def test_missing_topic_is_created() -> None:
+    assert plan([SPEC], {}).create == [SPEC]
+
+
+def test_more_partitions_are_added_fewer_cannot_be_fixed() -> None:
+    assert plan([SPEC], {"t": observed(partitions=3)}).grow_partitions == {"t": 6}
+    shrink = plan([SPEC], {"t": observed(partitions=12)})
+    assert shrink.grow_partitions == {}
+    assert [d.setting for d in shrink.unfixable] == ["partitions"]
+
+
+def test_config_drift_is_altered_and_replication_is_reported() -> None:
+    todo = plan([SPEC], {"t": observed(rf=3, config={"retention.ms": "5"})})
+    assert todo.alter_config == {"t": {"retention.ms": "100"}}
+    assert str(todo.unfixable[0]) == "t: replication.factor is 3, config says 1"
+
+
+def test_table_aligns_columns() -> None:
+    lines = format_table(["a", "bb"], [["xxx", "y"]])
+    assert lines == ["a    bb", "---  --", "xxx  y"]
