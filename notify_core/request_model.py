@@ -124,7 +124,7 @@ class NotificationRequest(BaseModel):
             "template_id": self.template_id,
             "category": self.category,
             "priority": self.priority.upper(),
-            "channels": [c.value.upper() for c in self.channels],
+            "channels": [c.upper() for c in self.channels],
             "params": dict(self.params),
             "metadata": dict(self.metadata),
             "locale": self.locale,

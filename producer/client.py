@@ -8,9 +8,12 @@ One background thread serves librdkafka's delivery reports for the sync, asyncio
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import gc
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,6 +32,36 @@ from producer.models import NotificationRequest
 RequestLike = NotificationRequest | Mapping[str, Any]
 # Slack on top of librdkafka's own message timeout, so its report (with the reason) wins the race.
 _WAIT_SLACK_S = 5.0
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A big batch allocates a few objects per request, none in cycles; generational GC passes over
+    them are pure overhead (measured: half the batch throughput). Reference counting still frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Batch:
+    """Collects a batch's delivery reports; written only by the poller thread."""
+
+    def __init__(self, size: int) -> None:
+        self.slots: list[SendResult | DeliveryError | None] = [None] * size
+        self.remaining = size
+        self.finished = threading.Event()
+        if size == 0:
+            self.finished.set()
+
+    def done(self, index: int, outcome: SendResult | DeliveryError) -> None:
+        self.slots[index] = outcome
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.finished.set()
 
 
 @dataclass(frozen=True)
@@ -56,7 +89,11 @@ class NotificationClient:
     # --- sync ---------------------------------------------------------------------------------
     def send(self, request: RequestLike) -> SendResult:
         """Publish one request and wait for the broker's acknowledgement."""
-        return self._wait(self._produce(NotificationRequest.parse(request)))
+        future = self._future(NotificationRequest.parse(request))
+        try:
+            return future.result(timeout=self._settings.produce_timeout_s + _WAIT_SLACK_S)
+        except TimeoutError as exc:
+            raise self._timeout_error() from exc
 
     def send_batch(self, requests: Iterable[RequestLike]) -> list[SendResult]:
         """Publish many: all are validated first (nothing is sent if any is invalid), then pipelined.
@@ -64,20 +101,20 @@ class NotificationClient:
         Returns results in input order. If some were not acknowledged, raises ``DeliveryError`` whose
         ``results`` holds the acknowledged ones and ``failures`` the ``(index, error)`` pairs.
         """
-        valid = [NotificationRequest.parse(r, index=i) for i, r in enumerate(requests)]
-        futures = [self._produce(r) for r in valid]
-        results: list[SendResult] = []
-        failures: list[tuple[int, DeliveryError]] = []
-        for index, future in enumerate(futures):
-            try:
-                results.append(self._wait(future))
-            except DeliveryError as exc:
-                failures.append((index, exc))
+        with _cyclic_gc_paused():
+            valid = [NotificationRequest.parse(r, index=i) for i, r in enumerate(requests)]
+            batch = _Batch(len(valid))
+            headers = self._headers()  # one trace context for the whole batch
+            for index, request in enumerate(valid):
+                self._produce(request, headers, functools.partial(batch.done, index))
+        if not batch.finished.wait(self._settings.produce_timeout_s + _WAIT_SLACK_S):
+            raise self._timeout_error()
+        failures = [(i, r) for i, r in enumerate(batch.slots) if isinstance(r, DeliveryError)]
+        results = [r for r in batch.slots if isinstance(r, SendResult)]
         if failures:
             first = failures[0][1]
             error = DeliveryError(
-                f"{len(failures)} of {len(futures)} requests not acknowledged; first: {first}",
-                code=first.code,
+                f"{len(failures)} of {len(valid)} requests not acknowledged; first: {first}", code=first.code
             )
             error.results = results  # type: ignore[attr-defined]
             error.failures = failures  # type: ignore[attr-defined]
@@ -87,7 +124,7 @@ class NotificationClient:
     # --- asyncio ------------------------------------------------------------------------------
     async def send_async(self, request: RequestLike) -> SendResult:
         """Like ``send``, without blocking the event loop."""
-        future = self._produce(NotificationRequest.parse(request))
+        future = self._future(NotificationRequest.parse(request))
         try:
             return await asyncio.wait_for(
                 asyncio.wrap_future(future), self._settings.produce_timeout_s + _WAIT_SLACK_S
@@ -122,44 +159,53 @@ class NotificationClient:
         await asyncio.to_thread(self.close)
 
     # --- internals ----------------------------------------------------------------------------
-    def _produce(self, request: NotificationRequest) -> Future[SendResult]:
+    def _future(self, request: NotificationRequest) -> Future[SendResult]:
+        future: Future[SendResult] = Future()
+
+        def resolve(outcome: SendResult | DeliveryError) -> None:
+            if isinstance(outcome, DeliveryError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self._produce(request, self._headers(), resolve)
+        # A lone send should not wait out linger.ms: ask librdkafka to send what is queued now.
+        self._producer.flush(0)
+        return future
+
+    @staticmethod
+    def _headers() -> list[tuple[str, str | bytes | None]]:
+        return [("content-type", CONTENT_TYPE.encode()), *trace_headers()]
+
+    def _produce(
+        self,
+        request: NotificationRequest,
+        headers: list[tuple[str, str | bytes | None]],
+        on_result: Callable[[SendResult | DeliveryError], None],
+    ) -> None:
         if self._closed.is_set():
             raise RuntimeError("NotificationClient is closed")
-        future: Future[SendResult] = Future()
         notification_id = str(request.notification_id)
         value = self._codec.encode(REQUEST, request.to_avro())
 
         def on_delivery(err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message) -> None:
             if err is not None:
-                future.set_exception(self._delivery_error(err, notification_id))
+                on_result(self._delivery_error(err, notification_id))
             else:
-                future.set_result(
+                on_result(
                     SendResult(notification_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
                 )
 
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("content-type", CONTENT_TYPE.encode()),
-            *trace_headers(),
-        ]
+        key = request.user_id.encode()
         while True:
             try:
                 self._producer.produce(
-                    self._topic,
-                    value=value,
-                    key=request.user_id.encode(),
-                    headers=headers,
-                    on_delivery=on_delivery,
+                    self._topic, value=value, key=key, headers=headers, on_delivery=on_delivery
                 )
-                return future
+                return
             except BufferError:
                 # The local queue is full: let delivery reports drain it, then try again.
                 time.sleep(0.005)
-
-    def _wait(self, future: Future[SendResult]) -> SendResult:
-        try:
-            return future.result(timeout=self._settings.produce_timeout_s + _WAIT_SLACK_S)
-        except TimeoutError as exc:
-            raise self._timeout_error() from exc
 
     def _poll_forever(self) -> None:
         while not self._closed.is_set():
