@@ -15,7 +15,7 @@ from typing import Any
 from notify_core import stack
 from notify_core.codec import REQUEST, default_codec
 from notify_core.kafka_clients import make_admin
-from notify_core.records import read_records
+from notify_core.records import read_positions
 from notify_core.settings import Settings
 from notify_core.topic_admin import apply_topics
 from notify_core.topics import topic_names, topic_specs
@@ -40,6 +40,7 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     run_id = uuid.uuid4().hex[:6]
     users = ["ada", "grace", "linus"]
     sent_ids: set[str] = set()
+    positions: list[tuple[int, int]] = []
     with NotificationClient(settings) as client:
         started = time.perf_counter()
         for user in users:
@@ -55,6 +56,7 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
                 }
             )
             sent_ids.add(result.notification_id)
+            positions.append((result.partition, result.offset))
             print(f"   sent {result.notification_id} -> {result.topic}[{result.partition}]@{result.offset}")
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
@@ -74,14 +76,13 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     topic = topic_names(settings).requests
     codec = default_codec()
     found = 0
-    for record in read_records(settings, topic, max_records=100_000, timeout_s=30):
+    for record in read_positions(settings, topic, positions, timeout_s=30):
         value = codec.decode(record.value or b"", REQUEST)
-        if value["notification_id"] in sent_ids:
-            found += 1
-            print(
-                f"   {value['notification_id']} user={value['user_id']} template={value['template_id']} "
-                f"params={value['params']}"
-            )
+        found += value["notification_id"] in sent_ids
+        print(
+            f"   [{record.partition}]@{record.offset} {value['notification_id']} user={value['user_id']}"
+            f" template={value['template_id']} params={value['params']}"
+        )
 
     print("== summary")
     print(f"   published {len(users)} requests in {elapsed_ms:.1f} ms (acks=all), read back {found} of them")

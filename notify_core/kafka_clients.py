@@ -7,6 +7,7 @@ non-default). librdkafka errors are translated to ``notify_core.exceptions.Kafka
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import confluent_kafka
@@ -15,6 +16,9 @@ from confluent_kafka.admin import AdminClient
 from notify_core.exceptions import KafkaError
 from notify_core.settings import Settings
 
+# librdkafka's own log lines go through stdlib logging (level set at the entry point), not raw stderr.
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
 
 def make_producer(
     settings: Settings, *, transactional_id: str | None = None, **overrides: Any
@@ -22,6 +26,7 @@ def make_producer(
     """An idempotent ``acks=all`` producer; transactional when ``transactional_id`` is given."""
     conf = settings.kafka_producer(transactional_id=transactional_id)
     conf.update(overrides)
+    conf.setdefault("logger", _LIBRDKAFKA_LOG)
     conf.setdefault("error_cb", _log_client_error)
     return confluent_kafka.Producer(conf)
 
@@ -30,6 +35,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> conflu
     """A manually committing, ``read_committed`` consumer in ``group_id``."""
     conf = settings.kafka_consumer(group_id)
     conf.update(overrides)
+    conf.setdefault("logger", _LIBRDKAFKA_LOG)
     conf.setdefault("error_cb", _log_client_error)
     return confluent_kafka.Consumer(conf)
 
@@ -37,6 +43,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> conflu
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     conf = settings.kafka_admin()
     conf.update(overrides)
+    conf.setdefault("logger", _LIBRDKAFKA_LOG)
     return AdminClient(conf)
 
 

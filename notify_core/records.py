@@ -86,6 +86,29 @@ def read_records(
     return records[:max_records]
 
 
+def read_positions(
+    settings: Settings, topic: str, positions: list[tuple[int, int]], *, timeout_s: float
+) -> list[Record]:
+    """The committed records at exactly these (partition, offset) positions, in that order."""
+    wanted = set(positions)
+    found: dict[tuple[int, int], Record] = {}
+    consumer = make_consumer(settings, f"notify-reader-{uuid.uuid4()}")
+    try:
+        starts: dict[int, int] = {}
+        for partition, offset in wanted:
+            starts[partition] = min(offset, starts.get(partition, offset))
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, o) for p, o in starts.items()])
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(wanted) and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.2):
+                if msg.error() is None and (msg.partition(), msg.offset()) in wanted:
+                    record = Record.from_message(msg)
+                    found[(record.partition, record.offset)] = record
+    finally:
+        consumer.close()
+    return [found[p] for p in positions if p in found]
+
+
 def _high_watermark(consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout_s: float) -> int:
     """The partition's end; retried while a just-created partition is still getting its leader."""
     deadline = time.monotonic() + timeout_s
