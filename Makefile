@@ -53,6 +53,7 @@ demo: install ## the whole pipeline end to end on the local stack, with a readab
 bench: up ## benchmarks with their raw Kafka baselines; figures go to bench-results/
 	$(BIN)/notify topics apply
 	$(BIN)/notify bench produce
+	$(BIN)/notify bench router
 
 clean: down ## stop the stack and remove the virtualenv and caches (not the Maven jars in ~/.m2)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results

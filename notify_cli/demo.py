@@ -1,8 +1,9 @@
 """``notify demo``: run what exists end to end on the local stack and print a readable summary.
 
-Today that is: start the stack, create the topics, publish requests with the SDK (and show how a
-bad one is refused), and read them back from Kafka. The router and channel workers join it as
-they land.
+Today that is: start the stack, create the topics, migrate and seed the user database, publish
+requests with the SDK (and show how a bad one is refused), route them with the router in burst
+mode, and show the channel messages, the decision events and the dead letters it produced. The
+channel workers join it as they land.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
+from notify_cli.router_cmd import build_router
 from notify_core import stack
-from notify_core.codec import REQUEST, default_codec
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
+from notify_core.db.connect import connect, make_pool
+from notify_core.db.migrate import migrate
 from notify_core.kafka_clients import make_admin
-from notify_core.records import read_positions
+from notify_core.records import end_offsets, read_records
 from notify_core.settings import Settings
 from notify_core.topic_admin import apply_topics
-from notify_core.topics import topic_names, topic_specs
+from notify_core.topics import Channel, topic_names, topic_specs
+from notify_core.userdata.repository import UserDataRepository
+from notify_core.userdata.seed import seed_demo
 from producer.client import NotificationClient
 from producer.exceptions import InvalidRequestError
 
@@ -28,7 +35,73 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _requests(run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(what it shows, the request) for this run; idempotency keys are unique per run."""
+    welcome = {"template_id": "welcome", "service": "accounts", "category": "account"}
+    return [
+        (
+            "Ada: 2 iOS devices + 1 Android + e-mail + SMS",
+            {
+                **welcome,
+                "user_id": "demo-ada",
+                "channels": ["ios", "android", "email", "sms"],
+                "params": {"name": "Ada"},
+                "idempotency_key": f"{run_id}-ada",
+            },
+        ),
+        (
+            "Grace (fr): e-mail + SMS, rendered in French",
+            {
+                **welcome,
+                "user_id": "demo-grace",
+                "channels": ["email", "sms"],
+                "params": {"name": "Grace"},
+                "idempotency_key": f"{run_id}-grace",
+            },
+        ),
+        (
+            "Ada, marketing by SMS: she opted out",
+            {
+                "template_id": "order-shipped",
+                "service": "shop",
+                "category": "marketing",
+                "user_id": "demo-ada",
+                "channels": ["sms"],
+                "params": {"order": "A-1"},
+            },
+        ),
+        (
+            "Ada again with the same idempotency key: a duplicate",
+            {
+                **welcome,
+                "user_id": "demo-ada",
+                "channels": ["ios", "android", "email", "sms"],
+                "params": {"name": "Ada"},
+                "idempotency_key": f"{run_id}-ada",
+            },
+        ),
+        (
+            "Linus: security alert (mandatory, critical: ignores his quiet hours)",
+            {
+                "template_id": "security-alert",
+                "service": "auth",
+                "category": "security",
+                "priority": "critical",
+                "user_id": "demo-linus",
+                "channels": ["android"],
+                "params": {"place": "Helsinki"},
+            },
+        ),
+        (
+            "Grace with a parameter missing: dead-lettered, the router moves on",
+            {**welcome, "user_id": "demo-grace", "channels": ["email"], "params": {}},
+        ),
+    ]
+
+
 def run(_args: argparse.Namespace, settings: Settings) -> int:
+    names = topic_names(settings)
+    codec = default_codec()
     print("== 1. local stack")
     for line in stack.up(settings):
         print(f"   {line}")
@@ -36,28 +109,34 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     for line in apply_topics(make_admin(settings), topic_specs(settings)):
         print(f"   {line}")
 
-    print("== 3. publish with the SDK")
+    print("== 3. user database: migrations and demo users")
+    with connect(settings) as conn:
+        applied = migrate(conn)
+        conn.commit()
+    print(f"   {len(applied)} migration(s) applied" if applied else "   schema up to date")
+    pool = make_pool(settings, max_size=1)
+    seed_demo(UserDataRepository(pool))
+    pool.close()
+    print(
+        "   ada (en: 2 iOS, 1 Android, e-mail, phone), grace (fr: e-mail, phone),"
+        " linus (Android, quiet 22-07)"
+    )
+
+    outputs = [names.channel(c) for c in Channel] + [names.events, names.requests_dlq]
+    since = {topic: end_offsets(settings, topic) for topic in outputs}
+
+    print("== 4. publish with the SDK")
     run_id = uuid.uuid4().hex[:6]
-    users = ["ada", "grace", "linus"]
-    sent_ids: set[str] = set()
-    positions: list[tuple[int, int]] = []
+    sent: dict[str, str] = {}
     with NotificationClient(settings) as client:
         started = time.perf_counter()
-        for user in users:
-            result = client.send(
-                {
-                    "user_id": f"demo-{user}",
-                    "template_id": "welcome",
-                    "service": "demo",
-                    "category": "account",
-                    "channels": ["ios", "email"],
-                    "params": {"name": user.title(), "run": run_id},
-                    "idempotency_key": f"demo-{run_id}-{user}",
-                }
+        for label, request in _requests(run_id):
+            result = client.send(request)
+            sent[result.notification_id] = label
+            print(
+                f"   {label}\n     -> {result.notification_id}"
+                f" at {result.topic}[{result.partition}]@{result.offset}"
             )
-            sent_ids.add(result.notification_id)
-            positions.append((result.partition, result.offset))
-            print(f"   sent {result.notification_id} -> {result.topic}[{result.partition}]@{result.offset}")
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
             client.send(
@@ -72,23 +151,58 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
         except InvalidRequestError as exc:
             print(f"   a bad request is refused before it reaches Kafka:\n     {exc}")
 
-    print("== 4. read back from Kafka")
-    topic = topic_names(settings).requests
-    codec = default_codec()
-    found = 0
-    for record in read_positions(settings, topic, positions, timeout_s=30):
-        value = codec.decode(record.value or b"", REQUEST)
-        found += value["notification_id"] in sent_ids
-        print(
-            f"   [{record.partition}]@{record.offset} {value['notification_id']} user={value['user_id']}"
-            f" template={value['template_id']} params={value['params']}"
+    print("== 5. route (router in burst mode: stops once idle)")
+    stats = build_router(settings).run(stop_when_idle=True, idle_s=2.0, max_runtime_s=120)
+    print(
+        f"   {stats.records} request(s) in {stats.batches} transaction(s); decisions {dict(stats.decisions)}"
+    )
+
+    print("== 6. what came out (read_committed)")
+    per_channel: Counter[str] = Counter()
+    for channel in Channel:
+        for record in read_records(
+            settings,
+            names.channel(channel),
+            max_records=10_000,
+            timeout_s=30,
+            since=since[names.channel(channel)],
+        ):
+            message = codec.decode(record.value or b"", CHANNEL_MESSAGE)
+            if message["notification_id"] not in sent:
+                continue
+            per_channel[channel.value] += 1
+            content = message["title"] or message["email_subject"] or message["sms_text"]
+            print(
+                f"   {channel.value:8} {message['user_id']:11} {message['locale']:3} "
+                f"{message['target'][:24]:24} {content!r}"
+            )
+    reasons: Counter[str] = Counter()
+    for record in read_records(
+        settings, names.events, max_records=10_000, timeout_s=30, since=since[names.events]
+    ):
+        event = codec.decode(record.value or b"", EVENT)
+        if event["notification_id"] in sent and event["event_type"] == "SUPPRESSED":
+            scope = (event["channel"] or "whole request").lower()
+            reasons[f"{scope}: {event['reason']}"] += 1
+    for reason, count in sorted(reasons.items()):
+        print(f"   suppressed {count} x {reason}")
+    dead = [
+        codec.decode(r.value or b"", DEAD_LETTER)
+        for r in read_records(
+            settings, names.requests_dlq, max_records=10_000, timeout_s=30, since=since[names.requests_dlq]
         )
+    ]
+    for letter in dead:
+        print(f"   dead letter: {letter['error_type']}: {letter['error_message']}")
 
     print("== summary")
-    print(f"   published {len(users)} requests in {elapsed_ms:.1f} ms (acks=all), read back {found} of them")
+    routed = sum(per_channel.values())
     print(
-        "   not yet built: router (issue 4), channel workers (issue 5), analytics sink;"
-        " the demo grows with them"
+        f"   published {len(sent)} requests in {elapsed_ms:.1f} ms (acks=all); the router produced {routed}"
+        f" channel messages {dict(per_channel)}, {sum(reasons.values())} suppression(s),"
+        f" {len(dead)} dead letter(s)"
     )
+    print("   not yet built: channel workers (issue 5), analytics sink; the demo grows with them")
     print("   stop the stack with: make down")
-    return 0 if found == len(users) else 1
+    expected = {"ios": 2, "android": 2, "email": 2, "sms": 2}
+    return 0 if dict(per_channel) == expected and len(dead) == 1 else 1

@@ -9,6 +9,8 @@
     ├── SchemaError                  a schema file that cannot be loaded
     ├── KafkaError                   a broker operation failed (keeps librdkafka's error code)
     │   └── DeliveryError            a produced message was not acknowledged in time
+    ├── DatabaseError                PostgreSQL could not be reached or refused an operation
+    ├── InvalidUserData              user data that breaks a rule (bad E.164, unknown time zone, ...)
     └── StackError                   the local stack could not be started or stopped
 
 Foreign errors are translated once, at the boundary, with ``raise ... from exc``.
@@ -57,6 +59,14 @@ class KafkaError(NotifyError):
 
 class DeliveryError(KafkaError):
     """A produced message was not acknowledged by the broker."""
+
+
+class DatabaseError(NotifyError):
+    """PostgreSQL could not be reached, or refused an operation."""
+
+
+class InvalidUserData(NotifyError, ValueError):
+    """User data that breaks a rule: a bad phone number, an unknown time zone, a changed template version."""
 
 
 class StackError(NotifyError):

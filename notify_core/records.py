@@ -46,10 +46,28 @@ class Record:
         return next((v for k, v in self.headers if k == name), None)
 
 
+def end_offsets(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> dict[int, int]:
+    """Each partition's high watermark now: pass it as ``since`` to read only what comes after."""
+    consumer = make_consumer(settings, f"notify-reader-{uuid.uuid4()}")
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        return {p: _high_watermark(consumer, topic, p, timeout_s) for p in partitions}
+    finally:
+        consumer.close()
+
+
 def read_records(
-    settings: Settings, topic: str, *, max_records: int, timeout_s: float, idle_s: float = 2.0
+    settings: Settings,
+    topic: str,
+    *,
+    max_records: int,
+    timeout_s: float,
+    idle_s: float = 2.0,
+    since: dict[int, int] | None = None,
 ) -> list[Record]:
-    """Up to ``max_records`` committed records of ``topic``, from the start of every partition.
+    """Up to ``max_records`` committed records of ``topic``, from the start of every partition
+    (or from the offsets in ``since``).
 
     Reads with explicit partition assignment (no group join, nothing committed), and stops once
     every partition is read up to the end it had when the read began, or after ``idle_s`` without
@@ -61,8 +79,12 @@ def read_records(
         metadata = consumer.list_topics(topic, timeout=timeout_s)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
         ends = {p: _high_watermark(consumer, topic, p, timeout_s) for p in partitions}
+        starts = since or {}
         consumer.assign(
-            [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in partitions]
+            [
+                confluent_kafka.TopicPartition(topic, p, starts.get(p, confluent_kafka.OFFSET_BEGINNING))
+                for p in partitions
+            ]
         )
         deadline = time.monotonic() + timeout_s
         last_record = time.monotonic()

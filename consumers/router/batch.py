@@ -1,0 +1,294 @@
+"""One batch of requests in, every record the router writes out: pure, given the lookups.
+
+The Kafka loop (``app.py``) decodes records, fetches what this module needs in bulk (dedupe marks,
+user contexts, categories, templates, cap usage), calls ``plan_batch``, and then writes the plan:
+state rows to PostgreSQL, records to Kafka, in one transaction each. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consumers.router.exceptions import RenderError
+from consumers.router.locales import pick_template
+from consumers.router.policy import (
+    Decision,
+    RouteRequest,
+    cap_key,
+    dedupe_keys,
+    is_duplicate,
+    route,
+)
+from consumers.router.render import Renderer
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT
+from notify_core.events import Failure, dead_letter, event
+from notify_core.records import Record
+from notify_core.request_model import NotificationRequest
+from notify_core.topics import Channel, TopicNames
+from notify_core.userdata.models import Category, Template, UserContext
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A request that decoded and validated."""
+
+    record: Record
+    request: NotificationRequest
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.record.partition, self.record.offset)
+
+    @property
+    def keys(self) -> list[str]:
+        r = self.request
+        return dedupe_keys(str(r.notification_id), r.service, r.idempotency_key)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: Record
+    failure: Failure
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes
+    schema: str
+    record: dict[str, Any]
+    deliver_at: datetime | None = None  # set: hold in the deferred store until then
+
+
+@dataclass(frozen=True)
+class Lookups:
+    seen: Mapping[str, tuple[int, int]]
+    contexts: Mapping[str, UserContext]
+    categories: Mapping[str, Category]
+    templates: Mapping[str, Sequence[Template]]
+    # (user_id, category, channel) -> notifications routed in the cap window, not counting this batch's own
+    cap_usage: Mapping[tuple[str, str, Channel], int]
+
+
+@dataclass
+class BatchPlan:
+    outputs: list[Output] = field(default_factory=list)
+    seen_rows: list[tuple[str, int, int]] = field(default_factory=list)
+    cap_rows: list[tuple[str, str, str, str]] = field(
+        default_factory=list
+    )  # cap key, user, channel, category
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def route_request(request: NotificationRequest) -> RouteRequest:
+    return RouteRequest(
+        notification_id=str(request.notification_id),
+        user_id=request.user_id,
+        category=request.category,
+        priority=request.priority.upper(),
+        channels=tuple(request.channels),
+        send_at=request.send_at,
+        expires_at=request.expires_at,
+    )
+
+
+def plan_batch(
+    items: Sequence[Parsed | Rejected],
+    lookups: Lookups,
+    *,
+    names: TopicNames,
+    renderer: Renderer,
+    now: datetime,
+    fallback_locale: str = "en",
+) -> BatchPlan:
+    """Every output and state row for a batch, in input order."""
+    plan = BatchPlan()
+    seen = dict(lookups.seen)
+    usage: dict[tuple[str, str, Channel], int] = defaultdict(int, lookups.cap_usage)
+    emit = _Emitter(plan, names, now)
+    for item in items:
+        if isinstance(item, Rejected):
+            emit.reject(item.record, item.failure, None)
+            continue
+        req = item.request
+        if is_duplicate(item.keys, seen, item.position):
+            emit.suppressed(req, None, "duplicate")
+            continue
+        for key in item.keys:
+            seen.setdefault(key, item.position)
+            plan.seen_rows.append((key, *item.position))
+        category = lookups.categories.get(req.category) or Category(req.category)
+        routing = route_request(req)
+        user_usage = {c: usage[(req.user_id, req.category, c)] for c in Channel}
+        decision = route(routing, lookups.contexts.get(req.user_id), category, now, user_usage)
+        if decision.dropped is not None:
+            emit.suppressed(req, None, decision.dropped)
+            continue
+        try:
+            messages = _messages(item, decision, lookups, renderer, fallback_locale, emit)
+        except RenderError as exc:
+            emit.reject(item.record, Failure(exc.code, str(exc)), req)
+            continue
+        for suppression in decision.suppressed:
+            emit.suppressed(req, suppression.channel, suppression.reason)
+        routed_channels = {m.record["channel"] for m in messages}
+        for channel in Channel:
+            if channel.value.upper() in routed_channels:
+                usage[(req.user_id, req.category, channel)] += 1
+                plan.cap_rows.append(
+                    (cap_key(routing.notification_id, channel), req.user_id, channel.value, req.category)
+                )
+        for message in messages:
+            plan.outputs.append(message)
+            emit.routed(req, message)
+    return plan
+
+
+def _messages(
+    item: Parsed,
+    decision: Decision,
+    lookups: Lookups,
+    renderer: Renderer,
+    fallback_locale: str,
+    emit: _Emitter,
+) -> list[Output]:
+    req = item.request
+    context = lookups.contexts[req.user_id]
+    locale = req.locale or context.user.locale
+    templates = lookups.templates.get(req.template_id, ())
+    outputs: list[Output] = []
+    rendered_by_channel: dict[Channel, Any] = {}
+    for target in decision.targets:
+        channel = target.channel
+        if channel not in rendered_by_channel:
+            template = pick_template(templates, channel, locale, fallback_locale)
+            if template is None:
+                rendered_by_channel[channel] = None
+                emit.suppressed(req, channel, "no_template")
+            else:
+                rendered_by_channel[channel] = (template, renderer.render(template, req.params))
+        chosen = rendered_by_channel[channel]
+        if chosen is None:
+            continue
+        template, content = chosen
+        record = {
+            "delivery_id": target.delivery_id,
+            "notification_id": str(req.notification_id),
+            "service": req.service,
+            "user_id": req.user_id,
+            "channel": channel.value.upper(),
+            "category": req.category,
+            "priority": req.priority.upper(),
+            "target": target.address,
+            "target_ref": target.target_ref,
+            "locale": template.locale,
+            "template_id": template.template_id,
+            "template_version": template.version,
+            "title": content.title,
+            "body": content.body,
+            "data": dict(content.data),
+            "sms_text": content.sms_text,
+            "email_subject": content.email_subject,
+            "email_html": content.email_html,
+            "email_text": content.email_text,
+            "attempt": 0,
+            "not_before": None,
+            "expires_at": req.expires_at,
+            "created_at": emit.now,
+        }
+        outputs.append(
+            Output(
+                emit.names.channel(channel), req.user_id.encode(), CHANNEL_MESSAGE, record, target.deliver_at
+            )
+        )
+    return outputs
+
+
+class _Emitter:
+    """Appends events and dead letters to the plan, and counts decisions."""
+
+    def __init__(self, plan: BatchPlan, names: TopicNames, now: datetime) -> None:
+        self.plan, self.names, self.now = plan, names, now
+
+    def _event(self, key: str, record: dict[str, Any]) -> None:
+        self.plan.outputs.append(Output(self.names.events, key.encode(), EVENT, record))
+
+    def suppressed(self, req: NotificationRequest, channel: Channel | None, reason: str) -> None:
+        self.plan.counts[f"suppressed:{reason}"] += 1
+        nid = str(req.notification_id)
+        self._event(
+            nid,
+            event(
+                "SUPPRESSED",
+                occurred_at=self.now,
+                notification_id=nid,
+                user_id=req.user_id,
+                service=req.service,
+                channel=channel,
+                category=req.category,
+                reason=reason,
+            ),
+        )
+
+    def routed(self, req: NotificationRequest, message: Output) -> None:
+        self.plan.counts["routed"] += 1
+        nid = str(req.notification_id)
+        attributes = {"deliver_at": message.deliver_at.isoformat()} if message.deliver_at else {}
+        self._event(
+            nid,
+            event(
+                "ROUTED",
+                occurred_at=self.now,
+                notification_id=nid,
+                user_id=req.user_id,
+                service=req.service,
+                delivery_id=message.record["delivery_id"],
+                channel=Channel(message.record["channel"].lower()),
+                category=req.category,
+                attributes=attributes,
+            ),
+        )
+
+    def reject(self, record: Record, failure: Failure, req: NotificationRequest | None) -> None:
+        self.plan.counts[f"rejected:{failure.error_type}"] += 1
+        letter = dead_letter(record, failure, stage="router", failed_at=self.now)
+        self.plan.outputs.append(Output(self.names.requests_dlq, record.key or b"", DEAD_LETTER, letter))
+        if req is not None:
+            nid = str(req.notification_id)
+            self._event(
+                nid,
+                event(
+                    "SUPPRESSED",
+                    occurred_at=self.now,
+                    notification_id=nid,
+                    user_id=req.user_id,
+                    service=req.service,
+                    category=req.category,
+                    reason="invalid",
+                    attributes={"error_type": failure.error_type},
+                ),
+            )
+
+
+def parse_records(
+    records: Sequence[Record], decode: Callable[[bytes], dict[str, Any]]
+) -> list[Parsed | Rejected]:
+    """Decode and validate; a bad record becomes ``Rejected`` with the reason, never an exception."""
+    from notify_core.exceptions import DecodeError, InvalidRequestError
+
+    items: list[Parsed | Rejected] = []
+    for record in records:
+        try:
+            data = decode(record.value or b"")
+        except DecodeError as exc:
+            items.append(Rejected(record, Failure("decode_error", str(exc))))
+            continue
+        try:
+            items.append(Parsed(record, NotificationRequest.from_avro(data)))
+        except InvalidRequestError as exc:
+            items.append(Rejected(record, Failure("invalid_request", str(exc))))
+    return items

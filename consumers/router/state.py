@@ -1,0 +1,122 @@
+"""The router's durable state in PostgreSQL: dedupe marks, cap counters, deferred messages.
+
+Written inside one database transaction per batch, committed just before the batch's Kafka
+transaction. Every write is keyed so that replaying a batch whose Kafka transaction aborted (the
+router was killed, the broker refused the commit) changes nothing: ``router_seen`` remembers the
+(partition, offset) that first saw a key, so a replay of the same record is recognised as itself;
+cap rows and deferred rows are keyed by ids that are stable across replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+
+from notify_core.topics import Channel
+
+
+@dataclass(frozen=True)
+class DueMessage:
+    delivery_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class RouterState:
+    """Bulk reads and writes of router state over one connection (the caller owns transactions)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        *,
+        dedupe_window: timedelta,
+        cap_window: timedelta = timedelta(days=1),
+    ) -> None:
+        self._conn = conn
+        self._dedupe_window = dedupe_window
+        self._cap_window = cap_window
+
+    def seen(self, keys: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
+        if not keys:
+            return {}
+        rows = self._conn.execute(
+            "select dedupe_key, source_partition, source_offset from router_seen"
+            " where dedupe_key = any(%s) and seen_at > %s",
+            (list(keys), now - self._dedupe_window),
+        ).fetchall()
+        return {str(k): (int(p), int(o)) for k, p, o in rows}  # type: ignore[call-overload]
+
+    def cap_usage(
+        self, pairs: Sequence[tuple[str, str]], exclude_keys: Sequence[str], now: datetime
+    ) -> dict[tuple[str, str, Channel], int]:
+        """Notifications routed per (user, category, channel) in the cap window, except ``exclude_keys``."""
+        if not pairs:
+            return {}
+        users = [u for u, _ in pairs]
+        categories = [c for _, c in pairs]
+        rows = self._conn.execute(
+            "select r.user_id, r.category, r.channel, count(*) from router_routed r"
+            " join unnest(%s::text[], %s::text[]) as p(user_id, category)"
+            "   on p.user_id = r.user_id and p.category = r.category"
+            " where r.routed_at > %s and not (r.delivery_id = any(%s))"
+            " group by 1, 2, 3",
+            (users, categories, now - self._cap_window, list(exclude_keys)),
+        ).fetchall()
+        return {(str(u), str(c), Channel(str(ch))): int(n) for u, c, ch, n in rows}  # type: ignore[call-overload]
+
+    def record(
+        self,
+        seen_rows: Sequence[tuple[str, int, int]],
+        cap_rows: Sequence[tuple[str, str, str, str]],
+        deferred_rows: Sequence[tuple[str, datetime, str, bytes | None, bytes]],
+        now: datetime,
+    ) -> None:
+        with self._conn.cursor() as cur:
+            if seen_rows:
+                cur.executemany(
+                    "insert into router_seen (dedupe_key, source_partition, source_offset, seen_at)"
+                    " values (%s, %s, %s, %s) on conflict (dedupe_key) do nothing",
+                    [(k, p, o, now) for k, p, o in seen_rows],
+                )
+            if cap_rows:
+                cur.executemany(
+                    "insert into router_routed (delivery_id, user_id, channel, category, routed_at)"
+                    " values (%s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
+                    [(*row, now) for row in cap_rows],
+                )
+            if deferred_rows:
+                cur.executemany(
+                    "insert into router_deferred (delivery_id, due_at, topic, msg_key, msg_value, created_at)"
+                    " values (%s, %s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
+                    [(*row, now) for row in deferred_rows],
+                )
+
+    def due(self, now: datetime, limit: int) -> list[DueMessage]:
+        """Deferred messages whose time has come, locked for this transaction (others skip them)."""
+        rows = self._conn.execute(
+            "select delivery_id, topic, msg_key, msg_value from router_deferred"
+            " where released_at is null and due_at <= %s order by due_at limit %s for update skip locked",
+            (now, limit),
+        ).fetchall()
+        return [
+            DueMessage(str(d), str(t), bytes(k) if k is not None else None, bytes(v))  # type: ignore[call-overload]
+            for d, t, k, v in rows
+        ]
+
+    def mark_released(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        self._conn.execute(
+            "update router_deferred set released_at = %s where delivery_id = any(%s)",
+            (now, list(delivery_ids)),
+        )
+
+    def prune(self, now: datetime) -> int:
+        """Forget dedupe marks and cap rows older than their windows."""
+        seen = self._conn.execute("delete from router_seen where seen_at <= %s", (now - self._dedupe_window,))
+        capped = self._conn.execute(
+            "delete from router_routed where routed_at <= %s", (now - self._cap_window,)
+        )
+        return (seen.rowcount or 0) + (capped.rowcount or 0)

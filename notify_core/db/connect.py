@@ -1,0 +1,49 @@
+"""The one place database connections are made.
+
+``schema`` puts a connection's ``search_path`` on one schema, so tests (and benchmarks) can each use
+their own. psycopg's connection errors are translated into ``DatabaseError`` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from notify_core.exceptions import DatabaseError
+from notify_core.settings import Settings
+
+CONNECT_TIMEOUT_S = 10
+
+
+def _kwargs(settings: Settings, schema: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": settings.client_id}
+    if schema is not None:
+        kwargs["options"] = f"-c search_path={schema}"
+    return kwargs
+
+
+def connect(settings: Settings, *, schema: str | None = None) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(settings.database_url.get_secret_value(), **_kwargs(settings, schema))
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+
+def make_pool(
+    settings: Settings, *, schema: str | None = None, min_size: int = 1, max_size: int = 4
+) -> ConnectionPool[psycopg.Connection[Any]]:
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        settings.database_url.get_secret_value(),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=_kwargs(settings, schema),
+        open=False,
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+    except Exception as exc:  # psycopg_pool raises PoolTimeout for a database it cannot reach
+        pool.close()
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    return pool

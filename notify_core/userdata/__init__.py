@@ -1,0 +1,1 @@
+"""User data the router needs: contacts, devices, preferences, templates (PostgreSQL, cached)."""

@@ -1,0 +1,349 @@
+"""User data in PostgreSQL, read through an in-process cache.
+
+Reads build the immutable values of ``models.py`` (only active devices and contacts) and are cached
+with a bounded size and TTL; every write through this class invalidates what it changed, so our own
+API never serves a stale row. Writes that go around it are seen after the TTL. Bad input raises
+``InvalidUserData``; no psycopg error escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from notify_core.db.cache import TtlCache
+from notify_core.exceptions import DatabaseError, InvalidUserData
+from notify_core.topics import Channel
+from notify_core.userdata.models import (
+    Category,
+    Contact,
+    Device,
+    Preferences,
+    QuietHours,
+    Template,
+    User,
+    UserContext,
+)
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+PUSH_PLATFORMS = {"ios": Channel.IOS, "android": Channel.ANDROID}
+
+
+class UserDataRepository:
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        *,
+        cache_size: int = 10_000,
+        cache_ttl_s: float = 60.0,
+    ) -> None:
+        self._pool = pool
+        self._contexts: TtlCache[str, UserContext] = TtlCache(cache_size, cache_ttl_s)
+        self._categories: TtlCache[str, Category] = TtlCache(1_000, cache_ttl_s)
+        self._templates: TtlCache[str, list[Template]] = TtlCache(10_000, cache_ttl_s)
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.errors.IntegrityError as exc:
+            raise InvalidUserData(f"refused by the database: {exc.diag.message_primary}") from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"database error: {exc}") from exc
+
+    # --- reads --------------------------------------------------------------------------------
+    def get_context(self, user_id: str) -> UserContext | None:
+        return self.get_contexts([user_id]).get(user_id)
+
+    def get_contexts(self, user_ids: Sequence[str]) -> dict[str, UserContext]:
+        """Contexts of the known users among ``user_ids``; cache misses are fetched together."""
+        found: dict[str, UserContext] = {}
+        missing: list[str] = []
+        for user_id in dict.fromkeys(user_ids):
+            cached = self._contexts.get(user_id)
+            if cached is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = cached
+        if missing:
+            for user_id, context in self._fetch_contexts(missing).items():
+                self._contexts.put(user_id, context)
+                found[user_id] = context
+        return found
+
+    def _fetch_contexts(self, ids: list[str]) -> dict[str, UserContext]:
+        with self._conn() as conn:
+            users = conn.execute(
+                "select user_id, locale, time_zone from users where user_id = any(%s)", (ids,)
+            )
+            known = {u: User(u, loc, tz) for u, loc, tz in users.fetchall()}
+            if not known:
+                return {}
+            keys = (list(known),)
+            devices: dict[str, list[Device]] = defaultdict(list)
+            for device_id, user_id, platform, token, app in conn.execute(
+                "select device_id, user_id, platform, token, app from devices"
+                " where user_id = any(%s) and active order by device_id",
+                keys,
+            ):
+                devices[user_id].append(Device(device_id, PUSH_PLATFORMS[platform], token, app))
+            contacts: dict[str, list[Contact]] = defaultdict(list)
+            for contact_id, user_id, address, channel in conn.execute(
+                "select contact_id, user_id, address, 'email' from user_emails"
+                " where user_id = any(%s) and active"
+                " union all select contact_id, user_id, e164, 'sms' from user_phones"
+                " where user_id = any(%s) and active order by 4, 1",
+                (list(known), list(known)),
+            ):
+                contacts[user_id].append(Contact(contact_id, Channel(channel), address))
+            choices: dict[str, dict[tuple[str, Channel], bool]] = defaultdict(dict)
+            for user_id, category, channel, opted_in in conn.execute(
+                "select user_id, category, channel, opted_in from preferences where user_id = any(%s)", keys
+            ):
+                choices[user_id][(category, Channel(channel))] = opted_in
+            unsubscribed: dict[str, set[Channel]] = defaultdict(set)
+            for user_id, channel in conn.execute(
+                "select user_id, channel from channel_unsubscribes where user_id = any(%s)", keys
+            ):
+                unsubscribed[user_id].add(Channel(channel))
+            quiet = {
+                user_id: QuietHours(start, end)
+                for user_id, start, end in conn.execute(
+                    "select user_id, start_local, end_local from quiet_hours where user_id = any(%s)", keys
+                )
+            }
+        return {
+            user_id: UserContext(
+                user=user,
+                devices=tuple(devices[user_id]),
+                contacts=tuple(contacts[user_id]),
+                preferences=Preferences(
+                    choices=choices[user_id],
+                    unsubscribed=frozenset(unsubscribed[user_id]),
+                    quiet_hours=quiet.get(user_id),
+                ),
+            )
+            for user_id, user in known.items()
+        }
+
+    def get_category(self, name: str) -> Category:
+        """A category's rules; an unknown one is optional and uncapped."""
+        cached = self._categories.get(name)
+        if cached is not None:
+            return cached
+        with self._conn() as conn:
+            row = conn.execute("select mandatory from categories where category = %s", (name,)).fetchone()
+            caps = conn.execute(
+                "select channel, max_per_day from category_caps where category = %s", (name,)
+            ).fetchall()
+        category = Category(name, bool(row[0]) if row else False, {Channel(c): n for c, n in caps})
+        self._categories.put(name, category)
+        return category
+
+    def get_templates(self, template_id: str) -> list[Template]:
+        """Every version of every channel and locale of a template."""
+        cached = self._templates.get(template_id)
+        if cached is not None:
+            return cached
+        with self._conn() as conn:
+            rows = conn.execute(
+                "select template_id, channel, locale, version, title, body, data, sms_text, email_subject,"
+                " email_html, email_text from templates where template_id = %s",
+                (template_id,),
+            ).fetchall()
+        templates = [
+            Template(t, Channel(c), loc, v, title, body, dict(data), sms, subject, html, text)
+            for t, c, loc, v, title, body, data, sms, subject, html, text in rows
+        ]
+        self._templates.put(template_id, templates)
+        return templates
+
+    # --- writes (each invalidates what it changes) ----------------------------------------------
+    def upsert_user(self, user_id: str, locale: str = "en", time_zone: str = "UTC") -> None:
+        if not user_id:
+            raise InvalidUserData("user_id must not be empty")
+        if not LOCALE.match(locale):
+            raise InvalidUserData(f"locale {locale!r} is not a BCP 47 tag like 'en' or 'pt-BR'")
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidUserData(
+                f"unknown time zone {time_zone!r} (use an IANA name like 'Europe/Paris')"
+            ) from None
+        with self._conn() as conn:
+            conn.execute(
+                "insert into users (user_id, locale, time_zone) values (%s, %s, %s) on conflict (user_id)"
+                " do update set locale = excluded.locale, time_zone = excluded.time_zone, updated_at = now()",
+                (user_id, locale, time_zone),
+            )
+        self._contexts.invalidate(user_id)
+
+    def add_device(self, user_id: str, platform: str, token: str, app: str) -> int:
+        """Register a device; a known token is reactivated and moved to this user."""
+        if platform not in PUSH_PLATFORMS:
+            raise InvalidUserData(f"platform must be 'ios' or 'android', not {platform!r}")
+        if not token:
+            raise InvalidUserData("device token must not be empty")
+        with self._conn() as conn:
+            previous = conn.execute(
+                "select user_id from devices where platform = %s and token = %s", (platform, token)
+            ).fetchone()
+            row = conn.execute(
+                "insert into devices (user_id, platform, token, app) values (%s, %s, %s, %s)"
+                " on conflict (platform, token) do update set user_id = excluded.user_id, app = excluded.app,"
+                " active = true, last_seen_at = now(), deactivated_at = null, deactivated_reason = null"
+                " returning device_id",
+                (user_id, platform, token, app),
+            ).fetchone()
+        self._contexts.invalidate(user_id)
+        if previous is not None:
+            self._contexts.invalidate(previous[0])
+        assert row is not None
+        return int(row[0])
+
+    def deactivate_device(self, device_id: int, reason: str) -> None:
+        with self._conn() as conn:
+            row = conn.execute(
+                "update devices set active = false, deactivated_at = now(), deactivated_reason = %s"
+                " where device_id = %s returning user_id",
+                (reason, device_id),
+            ).fetchone()
+        if row is not None:
+            self._contexts.invalidate(row[0])
+
+    def add_email(self, user_id: str, address: str) -> int:
+        address = address.strip().lower()
+        if "@" not in address or address.startswith("@") or address.endswith("@"):
+            raise InvalidUserData(f"{address!r} is not an e-mail address")
+        return self._add_contact("user_emails", "address", user_id, address)
+
+    def add_phone(self, user_id: str, e164: str) -> int:
+        if not E164.match(e164):
+            raise InvalidUserData(f"{e164!r} is not an E.164 number like +15555550123")
+        return self._add_contact("user_phones", "e164", user_id, e164)
+
+    def _add_contact(self, table: str, column: str, user_id: str, value: str) -> int:
+        with self._conn() as conn:
+            row = conn.execute(
+                f"insert into {table} (user_id, {column}) values (%s, %s) on conflict (user_id, {column})"  # noqa: S608
+                " do update set active = true, deactivated_at = null, deactivated_reason = null"
+                " returning contact_id",
+                (user_id, value),
+            ).fetchone()
+        self._contexts.invalidate(user_id)
+        assert row is not None
+        return int(row[0])
+
+    def deactivate_contact(self, channel: Channel, contact_id: int, reason: str) -> None:
+        table = {Channel.EMAIL: "user_emails", Channel.SMS: "user_phones"}.get(channel)
+        if table is None:
+            raise InvalidUserData(f"{channel} has devices, not contacts: use deactivate_device")
+        with self._conn() as conn:
+            row = conn.execute(
+                f"update {table} set active = false, deactivated_at = now(), deactivated_reason = %s"  # noqa: S608
+                " where contact_id = %s returning user_id",
+                (reason, contact_id),
+            ).fetchone()
+        if row is not None:
+            self._contexts.invalidate(row[0])
+
+    def set_preference(self, user_id: str, category: str, channel: Channel, *, opted_in: bool) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "insert into preferences (user_id, category, channel, opted_in) values (%s, %s, %s, %s)"
+                " on conflict (user_id, category, channel) do update set opted_in = excluded.opted_in,"
+                " updated_at = now()",
+                (user_id, category, Channel(channel).value, opted_in),
+            )
+        self._contexts.invalidate(user_id)
+
+    def unsubscribe(self, user_id: str, channel: Channel) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "insert into channel_unsubscribes (user_id, channel) values (%s, %s) on conflict do nothing",
+                (user_id, Channel(channel).value),
+            )
+        self._contexts.invalidate(user_id)
+
+    def set_quiet_hours(self, user_id: str, start: time | None, end: time | None) -> None:
+        """Set (or, with ``None``, clear) the user's quiet hours in their local time."""
+        with self._conn() as conn:
+            if start is None or end is None:
+                conn.execute("delete from quiet_hours where user_id = %s", (user_id,))
+            else:
+                if start == end:
+                    raise InvalidUserData("quiet hours must not start and end at the same time")
+                conn.execute(
+                    "insert into quiet_hours (user_id, start_local, end_local) values (%s, %s, %s)"
+                    " on conflict (user_id) do update set start_local = excluded.start_local,"
+                    " end_local = excluded.end_local",
+                    (user_id, start, end),
+                )
+        self._contexts.invalidate(user_id)
+
+    def upsert_category(
+        self, name: str, *, mandatory: bool = False, caps: dict[Channel, int] | None = None
+    ) -> None:
+        if any(n <= 0 for n in (caps or {}).values()):
+            raise InvalidUserData("caps must be positive numbers of deliveries per day")
+        with self._conn() as conn, conn.transaction():
+            conn.execute(
+                "insert into categories (category, mandatory) values (%s, %s)"
+                " on conflict (category) do update set mandatory = excluded.mandatory",
+                (name, mandatory),
+            )
+            conn.execute("delete from category_caps where category = %s", (name,))
+            for channel, limit in (caps or {}).items():
+                conn.execute(
+                    "insert into category_caps (category, channel, max_per_day) values (%s, %s, %s)",
+                    (name, Channel(channel).value, limit),
+                )
+        self._categories.invalidate(name)
+
+    def put_template(self, template: Template) -> None:
+        """Store one template version; versions are immutable (re-putting the same content is fine)."""
+        t = template
+        if not LOCALE.match(t.locale):
+            raise InvalidUserData(f"locale {t.locale!r} is not a BCP 47 tag")
+        values = (
+            t.title,
+            t.body,
+            json.dumps(t.data, sort_keys=True),
+            t.sms_text,
+            t.email_subject,
+            t.email_html,
+            t.email_text,
+        )
+        with self._conn() as conn:
+            existing = conn.execute(
+                "select title, body, data::text, sms_text, email_subject, email_html, email_text"
+                " from templates"
+                " where template_id = %s and channel = %s and locale = %s and version = %s",
+                (t.template_id, t.channel.value, t.locale, t.version),
+            ).fetchone()
+            if existing is not None:
+                stored = (*existing[:2], json.dumps(json.loads(existing[2]), sort_keys=True), *existing[3:])
+                if stored != values:
+                    raise InvalidUserData(
+                        f"template {t.template_id} {t.channel} {t.locale} v{t.version} exists"
+                        " with other content;"
+                        " publish a new version"
+                    )
+                return
+            conn.execute(
+                "insert into templates (template_id, channel, locale, version, title, body, data, sms_text,"
+                " email_subject, email_html, email_text) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (t.template_id, t.channel.value, t.locale, t.version, *values),
+            )
+        self._templates.invalidate(t.template_id)
