@@ -1,0 +1,1 @@
+"""Channel delivery: one worker framework, four provider adapters."""
