@@ -87,18 +87,39 @@ class Settings(BaseSettings):
     apns_key: SecretStr | None = None
     fcm_endpoint: str = "http://127.0.0.1:8444"
     fcm_project_id: str = "notify-sandbox"
-    fcm_credentials_file: Path | None = None
+    fcm_credentials_file: Path | None = (
+        None  # a service-account JSON; its token_uri is where tokens come from
+    )
+    fcm_timeout_s: float = Field(default=10.0, gt=0)
     sns_endpoint: str | None = "http://127.0.0.1:8445"
     aws_region: str = "us-east-1"
     aws_access_key_id: SecretStr = SecretStr("testing")
     aws_secret_access_key: SecretStr = SecretStr("testing")
     sms_sender_id: str = "NOTIFY"
+    sms_type: Literal["Transactional", "Promotional"] = "Transactional"
+    sms_max_per_second: float = Field(default=20.0, gt=0)  # SNS account limit, enforced client-side
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, ge=1, le=65535)
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_start_tls: bool = False
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    smtp_timeout_s: float = Field(default=15.0, gt=0)
     email_from: str = "Notify <no-reply@example.com>"
+    # RFC 8058 one-click unsubscribe: the URL carries an HMAC of (user, category) under this secret.
+    unsubscribe_base_url: str = "http://127.0.0.1:8080/unsubscribe"
+    unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")
+
+    # --- Channel workers ---------------------------------------------------------------------------
+    delivery_max_in_flight: int = Field(default=256, ge=1, le=10_000)  # per worker process
+    delivery_max_attempts: int = Field(default=6, ge=1, le=50)
+    delivery_backoff_base_s: float = Field(default=1.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=300.0, gt=0)
+    delivery_shutdown_grace_s: float = Field(default=15.0, gt=0)
+    # Provider calls per second per worker process; 0 means unlimited (SMS: sms_max_per_second).
+    rate_limit_ios: float = Field(default=0.0, ge=0)
+    rate_limit_android: float = Field(default=0.0, ge=0)
+    rate_limit_email: float = Field(default=0.0, ge=0)
 
     @field_validator("topic_prefix")
     @classmethod

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from consumers.delivery.rate_limit import TokenBucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, burst=3, clock=clock)
+    assert [bucket.wait_time() for _ in range(3)] == [0, 0, 0]
+    assert bucket.wait_time() == pytest.approx(0.1)
+    clock.now += 0.1
+    assert bucket.wait_time() == 0
+    clock.now += 10  # refills only up to the burst size
+    assert [bucket.wait_time() for _ in range(3)] == [0, 0, 0]
+    assert bucket.wait_time() > 0
+
+
+def test_rate_zero_is_unlimited() -> None:
+    bucket = TokenBucket(rate=0)
+    assert all(bucket.wait_time() == 0 for _ in range(10_000))
+
+
+def test_a_negative_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(rate=-1)
+
+
+@pytest.mark.asyncio
+async def test_acquire_paces_real_calls() -> None:
+    bucket = TokenBucket(rate=200, burst=1)
+    for _ in range(5):
+        await bucket.acquire()
+    assert bucket.wait_time() > 0
