@@ -1,0 +1,114 @@
+"""Shared by the delivery tests: channel messages on real topics, a worker run, what came out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from consumers.delivery.delivery_log import DeliveryLog
+from consumers.delivery.worker import Adapter, Deactivate, Worker, WorkerStats
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
+from notify_core.db.connect import make_async_pool
+from notify_core.kafka_clients import make_producer
+from notify_core.records import read_records
+from notify_core.settings import Settings
+from notify_core.topics import Channel, topic_names
+
+
+def channel_message(channel: Channel, target: str, **overrides: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    base: dict[str, Any] = {
+        "delivery_id": str(uuid.uuid4()),
+        "notification_id": str(uuid.uuid4()),
+        "service": "tests",
+        "user_id": "u-1",
+        "channel": channel.value.upper(),
+        "category": "account",
+        "priority": "NORMAL",
+        "target": target,
+        "target_ref": "device:1" if channel in (Channel.IOS, Channel.ANDROID) else "contact:1",
+        "locale": "en",
+        "template_id": "welcome",
+        "template_version": 1,
+        "title": "Hello",
+        "body": "Hello there",
+        "data": {"k": "v"},
+        "sms_text": "Hello there",
+        "email_subject": "Hello",
+        "email_html": "<p>Hello there</p>",
+        "email_text": "Hello there",
+        "attempt": 0,
+        "not_before": None,
+        "expires_at": now + timedelta(hours=1),
+        "created_at": now,
+    }
+    return base | overrides
+
+
+@dataclass
+class DeliveryEnv:
+    settings: Settings
+    schema: str
+    channel: Channel
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+    def publish(self, messages: list[dict[str, Any]], topic: str | None = None) -> None:
+        codec = default_codec()
+        producer = make_producer(self.settings)
+        for message in messages:
+            producer.produce(
+                topic or topic_names(self.settings).channel(self.channel),
+                key=message["user_id"].encode(),
+                value=codec.encode(CHANNEL_MESSAGE, message),
+            )
+        assert producer.flush(30) == 0
+
+    def worker(self, adapter: Adapter, deactivate: Deactivate | None = None, owner: str = "w-0") -> Worker:
+        log = DeliveryLog(self.pool, owner=owner, lease=timedelta(seconds=30))
+        return Worker(
+            self.settings,
+            self.channel,
+            adapter,
+            log,
+            provider="sandbox",
+            deactivate=deactivate,
+            group=f"{self.settings.topic_prefix}-{self.channel.value}",
+        )
+
+    async def run(self, adapter: Adapter, idle_s: float = 2.0, **kwargs: Any) -> WorkerStats:
+        return await self.worker(adapter, **kwargs).run(stop_when_idle=True, idle_s=idle_s, max_runtime_s=120)
+
+    def read(self, topic: str, schema: str) -> list[dict[str, Any]]:
+        codec = default_codec()
+        records = read_records(self.settings, topic, max_records=100_000, timeout_s=30, idle_s=1.0)
+        return [codec.decode(r.value or b"", schema) for r in records]
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.read(topic_names(self.settings).events, EVENT)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self.read(topic_names(self.settings).dlq(self.channel), DEAD_LETTER)
+
+    async def log_rows(self) -> dict[str, tuple[str, int, str | None]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("select delivery_id, status, attempts, last_error from delivery_log")
+            return {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
+
+
+@asynccontextmanager
+async def delivery_env(settings: Settings, schema: str, channel: Channel) -> AsyncIterator[DeliveryEnv]:
+    fast = settings.model_copy(
+        update={"delivery_backoff_base_s": 0.2, "delivery_backoff_max_s": 1.0, "delivery_max_attempts": 3}
+    )
+    pool = await make_async_pool(fast, schema=schema, max_size=4)
+    try:
+        yield DeliveryEnv(fast, schema, channel, pool)
+    finally:
+        await pool.close()
