@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from notify_cli import bench, db_cmd, demo, messages, router_cmd, stack_cmd, topics_cmd
+from notify_cli import bench, db_cmd, demo, dlq_cmd, messages, router_cmd, stack_cmd, topics_cmd, worker_cmd
 from notify_core.exceptions import NotifyError
 from notify_core.logs import configure_logging
 from notify_core.settings import Settings
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notify", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="structlog level (default WARNING)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack_cmd, topics_cmd, db_cmd, messages, router_cmd, bench, demo):
+    for module in (stack_cmd, topics_cmd, db_cmd, messages, router_cmd, worker_cmd, dlq_cmd, bench, demo):
         module.register(commands)
     return parser
 

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     apns_key_id: str = "ABC123DEFG"
     apns_team_id: str = "DEF123GHIJ"
     apns_key: SecretStr | None = None
+    apns_ca_file: Path | None = None  # extra CA to trust (the sandbox's test CA); None = system CAs
     fcm_endpoint: str = "http://127.0.0.1:8444"
     fcm_project_id: str = "notify-sandbox"
     fcm_credentials_file: Path | None = (
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_start_tls: bool = False
+    smtp_ca_file: Path | None = None  # extra CA to trust for STARTTLS (the sandbox's test CA)
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
     smtp_timeout_s: float = Field(default=15.0, gt=0)
     email_from: str = "Notify <no-reply@example.com>"
@@ -111,6 +113,10 @@ class Settings(BaseSettings):
     unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")
 
     # --- Channel workers ---------------------------------------------------------------------------
+    # Stable per worker process (like router_instance_id): a restarted worker takes back its own
+    # delivery-log leases at once instead of waiting for them to lapse.
+    worker_instance_id: str = "0"
+    delivery_lease_s: float = Field(default=60.0, gt=0)
     delivery_max_in_flight: int = Field(default=256, ge=1, le=10_000)  # per worker process
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_s: float = Field(default=1.0, gt=0)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from consumers.delivery.apns import ApnsAdapter
+from consumers.delivery.dead_letters import Selection, read_letters, replay
+from consumers.delivery.delivery_log import DeliveryLog
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.apns import ApnsSandbox
@@ -123,10 +126,32 @@ async def test_exhausted_retries_end_in_the_dead_letter_topic(
 async def test_an_expired_message_is_dead_lettered_without_a_call(
     env: DeliveryEnv, sandbox: ApnsSandbox, key: Es256Key
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
     env.publish([channel_message(Channel.IOS, token(), expires_at=datetime.now(UTC) - timedelta(seconds=1))])
     stats = await env.run(adapter(sandbox, key))
     assert stats.dead_lettered == 1
     assert sandbox.recorder.all() == []
     assert env.dead_letters()[0]["error_type"] == "expired"
+
+
+async def test_dead_letters_replayed_after_the_provider_heals_are_delivered_once(
+    env: DeliveryEnv, sandbox: ApnsSandbox, key: Es256Key
+) -> None:
+    down = [channel_message(Channel.IOS, token()) for _ in range(3)]
+    for message in down:
+        sandbox.faults.add("InternalServerError", target=message["target"])
+    env.publish(down)
+    await env.run(adapter(sandbox, key))
+    letters = read_letters(env.settings, "ios", Selection(reason="attempts_exhausted"))
+    assert len(letters) == 3
+    assert read_letters(env.settings, "ios", Selection(reason="BadDeviceToken")) == []
+
+    sandbox.faults.clear()
+    log = DeliveryLog(env.pool, owner="replay", lease=timedelta(seconds=30))
+    assert await replay(env.settings, "ios", letters, log) == 3
+    assert await replay(env.settings, "ios", letters[:1], log) == 1  # replayed twice: still one send
+    stats = await env.run(adapter(sandbox, key))
+    assert (stats.sent, stats.skipped_done) == (3, 1)
+    delivered = [r.target for r in sandbox.recorder.delivered()]
+    assert sorted(delivered) == sorted(m["target"] for m in down)
+    rows = await env.log_rows()
+    assert {rows[m["delivery_id"]][:2] for m in down} == {("sent", 1)}

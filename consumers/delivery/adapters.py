@@ -1,0 +1,16 @@
+"""The provider adapter for each channel, from settings: sandbox and real service are one setting apart."""
+
+from __future__ import annotations
+
+from consumers.delivery.worker import Adapter
+from notify_core.settings import Settings
+from notify_core.topics import Channel
+
+
+def build_adapter(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
+    """(adapter, provider name for events). Imports lazily: a worker loads only its own client."""
+    if channel is Channel.IOS:
+        from consumers.delivery.apns import ApnsAdapter
+
+        return ApnsAdapter.from_settings(settings, ca_file=settings.apns_ca_file), "apns"
+    raise NotImplementedError(f"no adapter for {channel} yet")

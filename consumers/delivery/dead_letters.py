@@ -1,0 +1,102 @@
+"""Inspecting and replaying dead letters: which to pick (pure), and re-injecting them.
+
+A channel dead letter is replayed onto the channel topic as a fresh delivery (attempt 0, no
+not-before) after its delivery-log row is reopened with a new attempt budget; a delivery that was
+sent in the meantime stays sent and the replayed copy is skipped. A request dead letter is replayed
+onto the requests topic byte for byte, and the router judges it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.delivery.delivery_log import DeliveryLog
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, default_codec
+from notify_core.kafka_async import AsyncProducer
+from notify_core.records import Record, read_records
+from notify_core.settings import Settings
+from notify_core.topics import Channel, topic_names
+
+
+@dataclass(frozen=True)
+class Letter:
+    record: Record  # where the dead letter itself sits
+    letter: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Selection:
+    reason: str | None = None  # error_type, exact
+    since: datetime | None = None  # failed_at >= since
+    until: datetime | None = None  # failed_at < until
+
+    def matches(self, letter: dict[str, Any]) -> bool:
+        failed_at: datetime = letter["failed_at"]
+        if self.reason is not None and letter["error_type"] != self.reason:
+            return False
+        if self.since is not None and failed_at < self.since:
+            return False
+        return self.until is None or failed_at < self.until
+
+
+def dlq_topic(settings: Settings, source: str) -> str:
+    """``source``: a channel name (ios, android, sms, email) or ``requests``."""
+    names = topic_names(settings)
+    if source == "requests":
+        return names.requests_dlq
+    try:
+        return names.dlq(Channel(source))
+    except ValueError:
+        raise ValueError(
+            f"unknown dead-letter source {source!r}: use requests, ios, android, sms or email"
+        ) from None
+
+
+def read_letters(
+    settings: Settings, source: str, selection: Selection, *, max_records: int = 100_000
+) -> list[Letter]:
+    codec = default_codec()
+    found = []
+    records = read_records(
+        settings, dlq_topic(settings, source), max_records=max_records, timeout_s=60, idle_s=1.0
+    )
+    for record in records:
+        letter = codec.decode(record.value or b"", DEAD_LETTER)
+        if selection.matches(letter):
+            found.append(Letter(record, letter))
+    return found
+
+
+def replay_message(letter: dict[str, Any]) -> dict[str, Any]:
+    """The channel message to deliver again: the original, with a fresh attempt budget."""
+    message = default_codec().decode(letter["payload"], CHANNEL_MESSAGE)
+    return {**message, "attempt": 0, "not_before": None}
+
+
+async def replay(
+    settings: Settings, source: str, letters: Iterable[Letter], delivery_log: DeliveryLog | None
+) -> int:
+    """Re-inject ``letters``; returns how many were produced (each acknowledged by the broker)."""
+    codec = default_codec()
+    names = topic_names(settings)
+    producer = AsyncProducer(settings)
+    count = 0
+    try:
+        for item in letters:
+            letter = item.letter
+            headers: list[tuple[str, str | bytes | None]] = [("replayed-from", item.record.topic.encode())]
+            if source == "requests":
+                await producer.produce(names.requests, letter["payload"], letter["key"], headers)
+            else:
+                message = replay_message(letter)
+                if delivery_log is not None:
+                    await delivery_log.reopen([message["delivery_id"]], datetime.now(UTC))
+                value = codec.encode(CHANNEL_MESSAGE, message)
+                await producer.produce(names.channel(Channel(source)), value, letter["key"], headers)
+            count += 1
+    finally:
+        producer.close()
+    return count

@@ -1,0 +1,78 @@
+"""``notify worker run --channel C``: one channel's delivery worker (consumer group ``notify-<channel>``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from datetime import timedelta
+from typing import Any
+
+from consumers.delivery.adapters import build_adapter
+from consumers.delivery.delivery_log import DeliveryLog
+from consumers.delivery.worker import Deactivate, Worker, WorkerStats
+from notify_core.db.connect import make_async_pool, make_pool
+from notify_core.settings import Settings
+from notify_core.topics import Channel
+from notify_core.userdata.repository import UserDataRepository
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("worker", help="channel delivery workers")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="deliver one channel's messages through its provider")
+    run.add_argument("--channel", required=True, choices=[c.value for c in Channel])
+    run.add_argument("--burst", action="store_true", help="stop once idle (tests, scripts)")
+    run.add_argument("--idle", type=float, default=3.0, help="seconds without work that count as idle")
+    run.set_defaults(handler=run_worker)
+
+
+def make_deactivate(repo: UserDataRepository) -> Deactivate:
+    """Turns a provider's 'this target is dead' into a deactivated device or contact row."""
+
+    async def deactivate(channel: Channel, target_ref: str, reason: str) -> None:
+        kind, _, raw_id = target_ref.partition(":")
+        if kind == "device":
+            await asyncio.to_thread(repo.deactivate_device, int(raw_id), reason)
+        elif kind == "contact":
+            await asyncio.to_thread(repo.deactivate_contact, channel, int(raw_id), reason)
+        else:
+            raise ValueError(f"target_ref {target_ref!r} names neither a device nor a contact")
+
+    return deactivate
+
+
+async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: float) -> WorkerStats:
+    adapter, provider = build_adapter(channel, settings)
+    pool = await make_async_pool(settings, max_size=8)
+    users = make_pool(settings, max_size=2)
+    group = f"notify-{channel.value}"
+    log = DeliveryLog(
+        pool,
+        owner=f"{group}-{settings.worker_instance_id}",
+        lease=timedelta(seconds=settings.delivery_lease_s),
+    )
+    worker = Worker(
+        settings,
+        channel,
+        adapter,
+        log,
+        provider=provider,
+        deactivate=make_deactivate(UserDataRepository(users)),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        return await worker.run(stop_when_idle=burst, idle_s=idle_s)
+    finally:
+        await pool.close()
+        users.close()
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    stats = asyncio.run(serve(settings, Channel(args.channel), burst=args.burst, idle_s=args.idle))
+    summary = {k: v for k, v in vars(stats).items() if isinstance(v, int)}
+    print(json.dumps({"channel": args.channel, **summary}))
+    return 0
