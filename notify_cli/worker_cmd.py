@@ -47,7 +47,7 @@ async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: fl
     adapter, provider = build_adapter(channel, settings)
     pool = await make_async_pool(settings, max_size=8)
     users = make_pool(settings, max_size=2)
-    group = f"notify-{channel.value}"
+    group = f"{settings.worker_group_prefix}-{channel.value}"
     log = DeliveryLog(
         pool,
         owner=f"{group}-{settings.worker_instance_id}",

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     # Stable per worker process (like router_instance_id): a restarted worker takes back its own
     # delivery-log leases at once instead of waiting for them to lapse.
     worker_instance_id: str = "0"
+    worker_group_prefix: str = "notify"  # consumer groups are <prefix>-<channel>
     delivery_lease_s: float = Field(default=60.0, gt=0)
     delivery_max_in_flight: int = Field(default=256, ge=1, le=10_000)  # per worker process
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)

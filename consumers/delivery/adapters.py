@@ -13,4 +13,8 @@ def build_adapter(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
         from consumers.delivery.apns import ApnsAdapter
 
         return ApnsAdapter.from_settings(settings, ca_file=settings.apns_ca_file), "apns"
+    if channel is Channel.SMS:
+        from consumers.delivery.sms import SmsAdapter
+
+        return SmsAdapter.from_settings(settings), "sns"
     raise NotImplementedError(f"no adapter for {channel} yet")
