@@ -1,0 +1,96 @@
+"""The SMS worker on the real stack against the SNS sandbox (moto behind a fault-injecting layer)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from consumers.delivery.sms import SmsAdapter
+from notify_core.settings import Settings
+from notify_core.topics import Channel
+from sandboxes.sns import SnsSandbox
+from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+def phone() -> str:
+    return "+1555" + str(uuid.uuid4().int)[:7]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SnsSandbox]:
+    box = SnsSandbox.run_in_thread(port=0)
+    yield box
+    box.stop()
+
+
+@pytest_asyncio.fixture
+async def env(settings: Settings, db_schema: tuple[Settings, str]) -> AsyncIterator[DeliveryEnv]:
+    async with delivery_env(settings, db_schema[1], Channel.SMS) as made:
+        yield made
+
+
+def adapter(sandbox: SnsSandbox) -> SmsAdapter:
+    return SmsAdapter(
+        endpoint_url=sandbox.endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        sender_id="NOTIFY",
+        max_per_second=500,
+    )
+
+
+async def test_sms_are_sent_once_with_their_attributes(env: DeliveryEnv, sandbox: SnsSandbox) -> None:
+    messages = [channel_message(Channel.SMS, phone(), category="marketing") for _ in range(10)]
+    env.publish(messages + messages[:2])
+    stats = await env.run(adapter(sandbox))
+    assert (stats.sent, stats.skipped_done) == (10, 2)
+    mine = [r for r in sandbox.recorder.all() if r.target in {m["target"] for m in messages}]
+    assert Counter(r.target for r in mine) == Counter(m["target"] for m in messages)
+    assert {r.payload["attributes"]["AWS.SNS.SMS.SMSType"] for r in mine} == {"Promotional"}
+    assert {r.payload["attributes"]["AWS.SNS.SMS.SenderID"] for r in mine} == {"NOTIFY"}
+
+
+async def test_an_invalid_number_is_permanent_and_deactivated(env: DeliveryEnv, sandbox: SnsSandbox) -> None:
+    bad = channel_message(Channel.SMS, phone(), target_ref="contact:7")
+    sandbox.faults.add("InvalidParameter", target=bad["target"])
+    seen: list[str] = []
+
+    async def deactivate(_channel: Channel, ref: str, _reason: str) -> None:
+        seen.append(ref)
+
+    env.publish([bad])
+    stats = await env.run(adapter(sandbox), deactivate=deactivate)
+    assert (stats.dead_lettered, seen) == (1, ["contact:7"])
+    assert env.dead_letters()[0]["error_type"] == "InvalidParameter"
+
+
+async def test_throttling_is_retried_until_it_heals(env: DeliveryEnv, sandbox: SnsSandbox) -> None:
+    flaky = channel_message(Channel.SMS, phone())
+    sandbox.faults.add("Throttling", target=flaky["target"], times=2)
+    env.publish([flaky])
+    stats = await env.run(adapter(sandbox))
+    assert (stats.sent, stats.retried) == (1, 2)
+    assert [r.answered for r in sandbox.recorder.all() if r.target == flaky["target"]] == [
+        "Throttling",
+        "Throttling",
+        "ok",
+    ]
+    assert (await env.log_rows())[flaky["delivery_id"]][:2] == ("sent", 3)
+
+
+async def test_a_provider_down_for_good_ends_in_the_dead_letter_topic(
+    env: DeliveryEnv, sandbox: SnsSandbox
+) -> None:
+    down = channel_message(Channel.SMS, phone())
+    sandbox.faults.add("InternalError", target=down["target"])
+    env.publish([down])
+    stats = await env.run(adapter(sandbox))
+    assert (stats.retried, stats.dead_lettered) == (2, 1)
+    assert env.dead_letters()[0]["error_type"] == "attempts_exhausted"
