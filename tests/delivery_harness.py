@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -20,36 +19,9 @@ from notify_core.kafka_clients import make_producer
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
+from sandboxes.messages import channel_message
 
-
-def channel_message(channel: Channel, target: str, **overrides: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    base: dict[str, Any] = {
-        "delivery_id": str(uuid.uuid4()),
-        "notification_id": str(uuid.uuid4()),
-        "service": "tests",
-        "user_id": "u-1",
-        "channel": channel.value.upper(),
-        "category": "account",
-        "priority": "NORMAL",
-        "target": target,
-        "target_ref": "device:1" if channel in (Channel.IOS, Channel.ANDROID) else "contact:1",
-        "locale": "en",
-        "template_id": "welcome",
-        "template_version": 1,
-        "title": "Hello",
-        "body": "Hello there",
-        "data": {"k": "v"},
-        "sms_text": "Hello there",
-        "email_subject": "Hello",
-        "email_html": "<p>Hello there</p>",
-        "email_text": "Hello there",
-        "attempt": 0,
-        "not_before": None,
-        "expires_at": now + timedelta(hours=1),
-        "created_at": now,
-    }
-    return base | overrides
+__all__ = ["DeliveryEnv", "channel_message", "delivery_env"]
 
 
 @dataclass

@@ -13,6 +13,10 @@ def build_adapter(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
         from consumers.delivery.apns import ApnsAdapter
 
         return ApnsAdapter.from_settings(settings, ca_file=settings.apns_ca_file), "apns"
+    if channel is Channel.ANDROID:
+        from consumers.delivery.fcm import FcmAdapter
+
+        return FcmAdapter.from_settings(settings), "fcm"
     if channel is Channel.SMS:
         from consumers.delivery.sms import SmsAdapter
 

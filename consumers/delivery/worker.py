@@ -104,8 +104,8 @@ class Worker:
             max_s=settings.delivery_backoff_max_s,
             max_attempts=settings.delivery_max_attempts,
         )
-        rate = settings.sms_max_per_second if channel is Channel.SMS else _push_rate(settings, channel)
-        self._bucket = TokenBucket(rate)
+        # SMS is paced inside its adapter (an SNS account limit, shared by its sending threads).
+        self._bucket = TokenBucket(_push_rate(settings, channel))
         self._tracker = OffsetTracker()
         self._tracker_lock = threading.Lock()  # rebalance callbacks touch it from the Kafka thread
         self._paused: dict[tuple[str, int], datetime] = {}  # retry partitions waiting for a due time

@@ -1,0 +1,203 @@
+"""``notify bench delivery``: deliveries/s and send latency of one worker process against its sandbox.
+
+For each channel asked for: throw-away topics and database schema, N channel messages published,
+then one in-process worker drains them in burst mode against the channel's sandbox on loopback.
+The raw baseline, in the same run on the same broker, is a plain consumer reading and committing the
+same N records: what Kafka alone costs, so the gap is the delivery log, the provider call and events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from consumers.delivery.delivery_log import DeliveryLog
+from consumers.delivery.worker import Adapter, Worker
+from notify_core.codec import CHANNEL_MESSAGE, default_codec
+from notify_core.db.connect import connect, make_async_pool
+from notify_core.db.migrate import migrate
+from notify_core.kafka_clients import make_admin, make_consumer, make_producer
+from notify_core.settings import Settings
+from notify_core.stats import summary_ms
+from notify_core.topic_admin import apply_topics
+from notify_core.topics import Channel, topic_names, topic_specs
+from sandboxes.messages import channel_message
+
+MOTO_SECRET = "testing"  # noqa: S105 - moto accepts any key; this is no credential
+Sandboxed = tuple[Callable[[], Adapter], Callable[[int], str], str]  # adapter factory, target maker, provider
+
+
+def register_kind(kinds: Any) -> None:
+    parser = kinds.add_parser("delivery", help="one worker's deliveries/s and send latency vs a raw consumer")
+    parser.add_argument("--channel", action="append", choices=[c.value for c in Channel], dest="channels")
+    parser.add_argument("--count", type=int, default=5_000)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/delivery.json"))
+    parser.set_defaults(handler=run)
+
+
+@contextmanager
+def sandboxed(channel: Channel, workdir: Path) -> Iterator[Sandboxed]:
+    if channel is Channel.IOS:
+        from consumers.delivery.apns import ApnsAdapter
+        from sandboxes.apns import ApnsSandbox
+        from sandboxes.tls import generate_es256_key
+
+        key = generate_es256_key()
+        with ApnsSandbox.run_in_thread(
+            public_key_pem=key.public_pem, key_id="KEYID12345", team_id="TEAM123456", cert_dir=workdir
+        ) as box:
+
+            def apns() -> Adapter:
+                return ApnsAdapter(
+                    endpoint=f"https://127.0.0.1:{box.port}",
+                    key_pem=key.private_pem,
+                    key_id="KEYID12345",
+                    team_id="TEAM123456",
+                    topic="com.example.notify",
+                    ca_file=box.ca_path,
+                )
+
+            yield apns, lambda i: f"{i:064x}", "apns"
+    elif channel is Channel.SMS:
+        from consumers.delivery.sms import SmsAdapter
+        from sandboxes.sns import SnsSandbox
+
+        sns = SnsSandbox.run_in_thread(port=0)
+        try:
+
+            def sms() -> Adapter:
+                return SmsAdapter(
+                    endpoint_url=sns.endpoint,
+                    region="us-east-1",
+                    access_key_id="testing",
+                    secret_access_key=MOTO_SECRET,
+                    sender_id="NOTIFY",
+                    max_per_second=100_000,  # measure the worker, not the configured limit
+                    max_workers=32,
+                )
+
+            yield sms, lambda i: f"+1555{i:07d}", "sns"
+        finally:
+            sns.stop()
+    elif channel is Channel.ANDROID:
+        from consumers.delivery.fcm import AccessToken, FcmAdapter
+        from sandboxes.fcm import FcmSandbox
+
+        with FcmSandbox.run_in_thread() as fcm:
+            account = fcm.create_service_account(workdir)
+
+            def android() -> Adapter:
+                token = AccessToken.from_file(account.path)
+                return FcmAdapter(endpoint=fcm.endpoint, project_id="notify-sandbox", token=token)
+
+            yield android, lambda i: f"fcm-token-{i:012d}", "fcm"
+    else:
+        raise NotImplementedError(f"no sandbox benchmark for {channel} yet")
+
+
+def _raw_consume(settings: Settings, topic: str, count: int) -> float:
+    consumer = make_consumer(settings, f"bench-raw-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([topic])
+    done, started = 0, None
+    deadline = time.monotonic() + 120
+    while done < count and time.monotonic() < deadline:
+        batch = [m for m in consumer.consume(500, timeout=1.0) if m.error() is None]
+        if batch:
+            started = started or time.perf_counter()
+            done += len(batch)
+            for m in batch:
+                consumer.store_offsets(message=m)
+            consumer.commit(asynchronous=False)
+    consumer.close()
+    return time.perf_counter() - (started or time.perf_counter())
+
+
+async def _drain(settings: Settings, schema: str, channel: Channel, adapter: Adapter) -> dict[str, Any]:
+    pool = await make_async_pool(settings, schema=schema, max_size=8)
+    try:
+        log = DeliveryLog(pool, owner="bench", lease=timedelta(seconds=60))
+        group = f"{settings.topic_prefix}-{channel.value}"
+        stats = await Worker(settings, channel, adapter, log, provider="bench", group=group).run(
+            stop_when_idle=True, idle_s=2.0, max_runtime_s=600
+        )
+    finally:
+        await pool.close()
+    seconds = (stats.last_done_at or 0.0) - (stats.first_send_at or 0.0)
+    return {
+        "sent": stats.sent,
+        "seconds": round(seconds, 3),
+        "deliveries_per_s": round(stats.sent / seconds) if seconds > 0 else None,
+        "send_latency": summary_ms(stats.send_seconds),
+    }
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    channels = [Channel(c) for c in (args.channels or ["ios", "android", "sms"])]
+    results: dict[str, Any] = {
+        "benchmark": "delivery",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    results["count"] = args.count
+    results["max_in_flight"] = settings.delivery_max_in_flight
+    for channel in channels:
+        bench = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = make_admin(bench)
+        specs = topic_specs(bench)
+        apply_topics(admin, specs)
+        with connect(bench) as conn:
+            conn.execute(f'create schema "{schema}"')
+            conn.commit()
+        try:
+            with connect(bench, schema=schema) as conn:
+                migrate(conn)
+                conn.commit()
+            with (
+                tempfile.TemporaryDirectory() as workdir,
+                sandboxed(channel, Path(workdir)) as (make, target, name),
+            ):
+                codec = default_codec()
+                producer = make_producer(bench)
+                topic = topic_names(bench).channel(channel)
+                for i in range(args.count):
+                    message = channel_message(channel, target(i), user_id=f"user-{i % 500}")
+                    producer.produce(
+                        topic, key=message["user_id"].encode(), value=codec.encode(CHANNEL_MESSAGE, message)
+                    )
+                    if i % 10_000 == 0:
+                        producer.poll(0)
+                if producer.flush(60) != 0:
+                    raise RuntimeError("benchmark messages were not all acknowledged")
+                raw_s = _raw_consume(bench, topic, args.count)
+                figures = asyncio.run(_drain(bench, schema, channel, make()))
+            figures["provider"] = name
+            figures["raw_consume_baseline"] = {
+                "seconds": round(raw_s, 3),
+                "records_per_s": round(args.count / raw_s) if raw_s > 0 else None,
+            }
+            results[channel.value] = figures
+            lat = figures["send_latency"]
+            print(
+                f"  {channel.value:8} {figures['deliveries_per_s']:>7} deliveries/s ({figures['sent']} in"
+                f" {figures['seconds']} s); send p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms;"
+                f" raw consume {figures['raw_consume_baseline']['records_per_s']} rec/s"
+            )
+        finally:
+            for future in admin.delete_topics([s.name for s in specs], operation_timeout=30).values():
+                future.result()
+            with connect(bench) as conn:
+                conn.execute(f'drop schema "{schema}" cascade')
+                conn.commit()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures -> {args.out}")
+    return 0
