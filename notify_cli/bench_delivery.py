@@ -32,7 +32,7 @@ from notify_core.topic_admin import apply_topics
 from notify_core.topics import Channel, topic_names, topic_specs
 from sandboxes.messages import channel_message
 
-MOTO_SECRET = "testing"  # noqa: S105 - moto accepts any key; this is no credential
+MOTO_SECRET = "testing"  # noqa: S105 - a sandbox value (moto accepts any key), no credential
 Sandboxed = tuple[Callable[[], Adapter], Callable[[int], str], str]  # adapter factory, target maker, provider
 
 
@@ -101,7 +101,24 @@ def sandboxed(channel: Channel, workdir: Path) -> Iterator[Sandboxed]:
 
             yield android, lambda i: f"fcm-token-{i:012d}", "fcm"
     else:
-        raise NotImplementedError(f"no sandbox benchmark for {channel} yet")
+        from consumers.delivery.email import EmailAdapter
+        from sandboxes.smtp import SmtpSandbox
+
+        with SmtpSandbox.run_in_thread(cert_dir=workdir, require_starttls=True) as smtp:
+
+            def email() -> Adapter:
+                return EmailAdapter(
+                    host="127.0.0.1",
+                    port=smtp.port,
+                    sender="Notify <no-reply@example.com>",
+                    unsubscribe_base_url="https://example.com/unsubscribe",
+                    unsubscribe_secret=MOTO_SECRET,
+                    start_tls=True,
+                    ca_file=smtp.ca_path,
+                    pool_size=8,
+                )
+
+            yield email, lambda i: f"user-{i}@example.com", "smtp"
 
 
 def _raw_consume(settings: Settings, topic: str, count: int) -> float:
@@ -141,7 +158,7 @@ async def _drain(settings: Settings, schema: str, channel: Channel, adapter: Ada
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    channels = [Channel(c) for c in (args.channels or ["ios", "android", "sms"])]
+    channels = [Channel(c) for c in (args.channels or [c.value for c in Channel])]
     results: dict[str, Any] = {
         "benchmark": "delivery",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

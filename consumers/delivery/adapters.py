@@ -21,4 +21,6 @@ def build_adapter(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
         from consumers.delivery.sms import SmsAdapter
 
         return SmsAdapter.from_settings(settings), "sns"
-    raise NotImplementedError(f"no adapter for {channel} yet")
+    from consumers.delivery.email import EmailAdapter
+
+    return EmailAdapter.from_settings(settings, ca_file=settings.smtp_ca_file), "smtp"
