@@ -14,8 +14,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,8 @@ from notify_core.settings import Settings
 from notify_core.stats import summary_ms
 from notify_core.topic_admin import apply_topics
 from notify_core.topics import Channel, topic_names, topic_specs
+from sandboxes.local import local_provider
 from sandboxes.messages import channel_message
-
-MOTO_SECRET = "testing"  # noqa: S105 - a sandbox value (moto accepts any key), no credential
-Sandboxed = tuple[Callable[[], Adapter], Callable[[int], str], str]  # adapter factory, target maker, provider
 
 
 def register_kind(kinds: Any) -> None:
@@ -44,81 +41,12 @@ def register_kind(kinds: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-@contextmanager
-def sandboxed(channel: Channel, workdir: Path) -> Iterator[Sandboxed]:
-    if channel is Channel.IOS:
-        from consumers.delivery.apns import ApnsAdapter
-        from sandboxes.apns import ApnsSandbox
-        from sandboxes.tls import generate_es256_key
-
-        key = generate_es256_key()
-        with ApnsSandbox.run_in_thread(
-            public_key_pem=key.public_pem, key_id="KEYID12345", team_id="TEAM123456", cert_dir=workdir
-        ) as box:
-
-            def apns() -> Adapter:
-                return ApnsAdapter(
-                    endpoint=f"https://127.0.0.1:{box.port}",
-                    key_pem=key.private_pem,
-                    key_id="KEYID12345",
-                    team_id="TEAM123456",
-                    topic="com.example.notify",
-                    ca_file=box.ca_path,
-                )
-
-            yield apns, lambda i: f"{i:064x}", "apns"
-    elif channel is Channel.SMS:
-        from consumers.delivery.sms import SmsAdapter
-        from sandboxes.sns import SnsSandbox
-
-        sns = SnsSandbox.run_in_thread(port=0)
-        try:
-
-            def sms() -> Adapter:
-                return SmsAdapter(
-                    endpoint_url=sns.endpoint,
-                    region="us-east-1",
-                    access_key_id="testing",
-                    secret_access_key=MOTO_SECRET,
-                    sender_id="NOTIFY",
-                    max_per_second=100_000,  # measure the worker, not the configured limit
-                    max_workers=32,
-                )
-
-            yield sms, lambda i: f"+1555{i:07d}", "sns"
-        finally:
-            sns.stop()
-    elif channel is Channel.ANDROID:
-        from consumers.delivery.fcm import AccessToken, FcmAdapter
-        from sandboxes.fcm import FcmSandbox
-
-        with FcmSandbox.run_in_thread() as fcm:
-            account = fcm.create_service_account(workdir)
-
-            def android() -> Adapter:
-                token = AccessToken.from_file(account.path)
-                return FcmAdapter(endpoint=fcm.endpoint, project_id="notify-sandbox", token=token)
-
-            yield android, lambda i: f"fcm-token-{i:012d}", "fcm"
-    else:
-        from consumers.delivery.email import EmailAdapter
-        from sandboxes.smtp import SmtpSandbox
-
-        with SmtpSandbox.run_in_thread(cert_dir=workdir, require_starttls=True) as smtp:
-
-            def email() -> Adapter:
-                return EmailAdapter(
-                    host="127.0.0.1",
-                    port=smtp.port,
-                    sender="Notify <no-reply@example.com>",
-                    unsubscribe_base_url="https://example.com/unsubscribe",
-                    unsubscribe_secret=MOTO_SECRET,
-                    start_tls=True,
-                    ca_file=smtp.ca_path,
-                    pool_size=8,
-                )
-
-            yield email, lambda i: f"user-{i}@example.com", "smtp"
+TARGETS: dict[Channel, Callable[[int], str]] = {
+    Channel.IOS: lambda i: f"{i:064x}",
+    Channel.ANDROID: lambda i: f"fcm-token-{i:012d}",
+    Channel.SMS: lambda i: f"+1555{i:07d}",
+    Channel.EMAIL: lambda i: f"user-{i}@example.com",
+}
 
 
 def _raw_consume(settings: Settings, topic: str, count: int) -> float:
@@ -180,8 +108,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 conn.commit()
             with (
                 tempfile.TemporaryDirectory() as workdir,
-                sandboxed(channel, Path(workdir)) as (make, target, name),
+                local_provider(channel, Path(workdir)) as provider,
             ):
+                target = TARGETS[channel]
                 codec = default_codec()
                 producer = make_producer(bench)
                 topic = topic_names(bench).channel(channel)
@@ -195,8 +124,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if producer.flush(60) != 0:
                     raise RuntimeError("benchmark messages were not all acknowledged")
                 raw_s = _raw_consume(bench, topic, args.count)
-                figures = asyncio.run(_drain(bench, schema, channel, make()))
-            figures["provider"] = name
+                figures = asyncio.run(_drain(bench, schema, channel, provider.make_adapter()))
+            figures["provider"] = provider.name
             figures["raw_consume_baseline"] = {
                 "seconds": round(raw_s, 3),
                 "records_per_s": round(args.count / raw_s) if raw_s > 0 else None,
