@@ -10,6 +10,8 @@ so a crash does not stall its deliveries for a whole lease. A send whose outcome
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -18,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from consumers.delivery.batcher import Batcher
 from notify_core.exceptions import DatabaseError
 
 
@@ -35,37 +38,127 @@ class Claim:
     first_failed_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class _ClaimRequest:
+    delivery_id: str
+    notification_id: str
+    channel: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _Mark:
+    delivery_id: str
+    status: str  # sent, retrying, failed, dead_lettered
+    provider_message_id: str | None
+    error: str | None
+    at: datetime
+
+
 class DeliveryLog:
+    """Claims and marks from concurrent deliveries are grouped into one statement and one commit."""
+
     def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], owner: str, lease: timedelta):
         self._pool, self._owner, self._lease = pool, owner, lease
+        self._claims: Batcher[_ClaimRequest, Claim] = Batcher(self._claim_batch)
+        self._marks: Batcher[_Mark, None] = Batcher(self._mark_batch)
 
     async def claim(self, delivery_id: str, notification_id: str, channel: str, now: datetime) -> Claim:
-        row = await self._one(
-            "insert into delivery_log as d (delivery_id, notification_id, channel, status, attempts,"
-            " claimed_by, claimed_until, updated_at) values (%(id)s, %(nid)s, %(ch)s, 'sending', 1,"
-            " %(owner)s, %(until)s, %(now)s)"
-            " on conflict (delivery_id) do update set status = 'sending', attempts = d.attempts + 1,"
-            " claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until, updated_at = %(now)s"
-            " where d.status in ('sending', 'retrying')"
-            " and (d.claimed_until is null or d.claimed_until < %(now)s)"
-            " returning attempts, first_failed_at",
-            {
-                "id": delivery_id,
-                "nid": notification_id,
-                "ch": channel,
-                "owner": self._owner,
-                "until": now + self._lease,
-                "now": now,
-            },
-        )
-        if row is not None:
-            return Claim(ClaimResult.CLAIMED, attempts=row[0], first_failed_at=row[1])
-        current = await self._one(
-            "select status, claimed_until from delivery_log where delivery_id = %s", (delivery_id,)
-        )
-        if current is not None and current[0] in ("sending", "retrying"):
-            return Claim(ClaimResult.BUSY, busy_until=current[1])
-        return Claim(ClaimResult.DONE)
+        return await self._claims.submit(_ClaimRequest(delivery_id, notification_id, channel, now))
+
+    async def mark_sent(self, delivery_id: str, provider_message_id: str | None, now: datetime) -> None:
+        await self._marks.submit(_Mark(delivery_id, "sent", provider_message_id, None, now))
+
+    async def mark_failed(self, delivery_id: str, status: str, error: str, now: datetime) -> None:
+        """``status``: 'retrying' (the lease is released for the retry copy), 'failed' or 'dead_lettered'."""
+        if status not in ("retrying", "failed", "dead_lettered"):
+            raise ValueError(f"not a failure status: {status!r}")
+        await self._marks.submit(_Mark(delivery_id, status, None, error, now))
+
+    async def _claim_batch(self, requests: list[_ClaimRequest]) -> list[Claim]:
+        # One row can be claimed once per statement: a second copy in the same batch is busy.
+        first: dict[str, _ClaimRequest] = {}
+        for request in requests:
+            first.setdefault(request.delivery_id, request)
+        rows = list(first.values())
+        now = max(r.now for r in rows)
+        params = {
+            "ids": [r.delivery_id for r in rows],
+            "nids": [r.notification_id for r in rows],
+            "chs": [r.channel for r in rows],
+            "owner": self._owner,
+            "until": now + self._lease,
+            "now": now,
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "insert into delivery_log as d (delivery_id, notification_id, channel, status, attempts,"
+                " claimed_by, claimed_until, updated_at)"
+                " select id, nid, ch, 'sending', 1, %(owner)s, %(until)s, %(now)s"
+                " from unnest(%(ids)s::text[], %(nids)s::text[], %(chs)s::text[]) as u(id, nid, ch)"
+                " on conflict (delivery_id) do update set status = 'sending', attempts = d.attempts + 1,"
+                " claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until,"
+                " updated_at = %(now)s"
+                " where d.status in ('sending', 'retrying')"
+                " and (d.claimed_until is null or d.claimed_until < %(now)s)"
+                " returning delivery_id, attempts, first_failed_at",
+                params,
+            )
+            claimed = {
+                r[0]: Claim(ClaimResult.CLAIMED, attempts=r[1], first_failed_at=r[2])
+                for r in await cur.fetchall()
+            }
+            refused = [i for i in first if i not in claimed]
+            others: dict[str, Claim] = {}
+            if refused:
+                cur = await conn.execute(
+                    "select delivery_id, status, claimed_until from delivery_log where delivery_id = any(%s)",
+                    (refused,),
+                )
+                for delivery_id, status, until in await cur.fetchall():
+                    busy = status in ("sending", "retrying")
+                    others[delivery_id] = (
+                        Claim(ClaimResult.BUSY, busy_until=until) if busy else Claim(ClaimResult.DONE)
+                    )
+        results = []
+        for request in requests:
+            if first[request.delivery_id] is not request:
+                results.append(Claim(ClaimResult.BUSY, busy_until=request.now + self._lease))
+            else:
+                results.append(
+                    claimed.get(request.delivery_id)
+                    or others.get(request.delivery_id, Claim(ClaimResult.DONE))
+                )
+        return results
+
+    async def _mark_batch(self, marks: list[_Mark]) -> list[None]:
+        async with self._connection() as conn:
+            await conn.execute(
+                "update delivery_log as d set status = u.status, updated_at = u.at, claimed_until = null,"
+                " provider_message_id = coalesce(u.pmid, d.provider_message_id),"
+                " sent_at = case when u.status = 'sent' then u.at else d.sent_at end,"
+                " last_error = coalesce(u.err, d.last_error),"
+                " first_failed_at = case when u.status = 'sent' then d.first_failed_at"
+                " else coalesce(d.first_failed_at, u.at) end"
+                " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+                " as u(id, status, pmid, err, at) where d.delivery_id = u.id",
+                (
+                    [m.delivery_id for m in marks],
+                    [m.status for m in marks],
+                    [m.provider_message_id for m in marks],
+                    [m.error for m in marks],
+                    [m.at for m in marks],
+                ),
+            )
+        return [None] * len(marks)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise DatabaseError(f"delivery log: {exc}") from exc
 
     async def release_own(self) -> int:
         """At start-up: what a previous run of this owner left claimed is claimable again."""
@@ -77,21 +170,6 @@ class DeliveryLog:
             )
             return cur.rowcount
 
-    async def mark_sent(self, delivery_id: str, provider_message_id: str | None, now: datetime) -> None:
-        await self._exec(
-            "update delivery_log set status = 'sent', provider_message_id = %s, sent_at = %s,"
-            " updated_at = %s, claimed_until = null where delivery_id = %s",
-            (provider_message_id, now, now, delivery_id),
-        )
-
-    async def mark_failed(self, delivery_id: str, status: str, error: str, now: datetime) -> None:
-        """``status``: 'retrying' (the lease is released for the retry copy), 'failed' or 'dead_lettered'."""
-        await self._exec(
-            "update delivery_log set status = %s, last_error = %s, updated_at = %s, claimed_until = null,"
-            " first_failed_at = coalesce(first_failed_at, %s) where delivery_id = %s",
-            (status, error, now, now, delivery_id),
-        )
-
     async def reopen(self, delivery_ids: list[str], now: datetime) -> int:
         """Dead letters being replayed get a fresh attempt budget; sent deliveries stay sent."""
         async with self._pool.connection() as conn:
@@ -101,24 +179,3 @@ class DeliveryLog:
                 (now, delivery_ids),
             )
             return cur.rowcount
-
-    async def status(self, delivery_id: str) -> tuple[str, int] | None:
-        row = await self._one(
-            "select status, attempts from delivery_log where delivery_id = %s", (delivery_id,)
-        )
-        return None if row is None else (row[0], row[1])
-
-    async def _one(self, sql: str, params: Any) -> tuple[Any, ...] | None:
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(sql.encode(), params)
-                return await cur.fetchone()
-        except psycopg.Error as exc:
-            raise DatabaseError(f"delivery log: {exc}") from exc
-
-    async def _exec(self, sql: str, params: Any) -> None:
-        try:
-            async with self._pool.connection() as conn:
-                await conn.execute(sql.encode(), params)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"delivery log: {exc}") from exc
