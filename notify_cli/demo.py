@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from notify_cli.demo_delivery import deliver, describe, status_line
 from notify_cli.router_cmd import build_router
 from notify_core import stack
 from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
@@ -159,6 +160,7 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
 
     print("== 6. what came out (read_committed)")
     per_channel: Counter[str] = Counter()
+    routed: list[dict[str, Any]] = []
     for channel in Channel:
         for record in read_records(
             settings,
@@ -171,6 +173,7 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
             if message["notification_id"] not in sent:
                 continue
             per_channel[channel.value] += 1
+            routed.append(message)
             content = message["title"] or message["email_subject"] or message["sms_text"]
             print(
                 f"   {channel.value:8} {message['user_id']:11} {message['locale']:3} "
@@ -195,14 +198,44 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     for letter in dead:
         print(f"   dead letter: {letter['error_type']}: {letter['error_message']}")
 
-    print("== summary")
-    routed = sum(per_channel.values())
+    print("== 7. deliver: one worker per channel against its sandbox on 127.0.0.1")
     print(
-        f"   published {len(sent)} requests in {elapsed_ms:.1f} ms (acks=all); the router produced {routed}"
-        f" channel messages {dict(per_channel)}, {sum(reasons.values())} suppression(s),"
-        f" {len(dead)} dead letter(s)"
+        "   injected: Ada's 2nd iPhone is Unregistered; Grace's SMS is throttled once;"
+        " Ada's mail is greylisted once"
     )
-    print("   not yet built: channel workers (issue 5), analytics sink; the demo grows with them")
+    delivered = deliver(settings, settings.cache_dir / "demo", [m["delivery_id"] for m in routed])
+    for message in routed:
+        row = delivered.log.get(message["delivery_id"])
+        print(
+            f"   {message['channel'].lower():8} {message['user_id']:11} {message['target'][:24]:24}"
+            f" {status_line(row)}"
+        )
+    for channel, received in delivered.received.items():
+        done = delivered.stats[channel]
+        print(
+            f"   {channel.value:8} sandbox answered: {describe(received)};"
+            f" worker: {done.sent} sent, {done.retried} retried, {done.dead_lettered} dead-lettered,"
+            f" {done.deactivated} target(s) deactivated"
+        )
+    outcomes: Counter[str] = Counter()
+    for record in read_records(
+        settings, names.events, max_records=100_000, timeout_s=30, since=since[names.events]
+    ):
+        event = codec.decode(record.value or b"", EVENT)
+        if event["notification_id"] in sent:
+            outcomes[event["event_type"]] += 1
+    print(f"   events on {names.events} for this run: {dict(sorted(outcomes.items()))}")
+
+    print("== summary")
+    statuses = Counter(row[0] for row in delivered.log.values())
+    print(
+        f"   published {len(sent)} requests in {elapsed_ms:.1f} ms (acks=all);"
+        f" the router produced {len(routed)}"
+        f" channel messages {dict(per_channel)}, {sum(reasons.values())} suppression(s),"
+        f" {len(dead)} dead letter(s); the workers: {dict(statuses)}"
+    )
+    print("   not yet built: the analytics sink and the HTTP API; the demo grows with them")
     print("   stop the stack with: make down")
     expected = {"ios": 2, "android": 2, "email": 2, "sms": 2}
-    return 0 if dict(per_channel) == expected and len(dead) == 1 else 1
+    delivered_ok = statuses == Counter({"sent": len(routed) - 1, "dead_lettered": 1})
+    return 0 if dict(per_channel) == expected and len(dead) == 1 and delivered_ok else 1
