@@ -14,8 +14,11 @@ import pytest_asyncio
 from consumers.delivery.apns import ApnsAdapter
 from consumers.delivery.dead_letters import Selection, read_letters, replay
 from consumers.delivery.delivery_log import DeliveryLog
+from notify_cli.worker_cmd import make_deactivate
+from notify_core.db.connect import connect, make_pool
 from notify_core.settings import Settings
 from notify_core.topics import Channel
+from notify_core.userdata.repository import UserDataRepository
 from sandboxes.apns import ApnsSandbox
 from sandboxes.tls import Es256Key, generate_es256_key
 from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
@@ -155,3 +158,30 @@ async def test_dead_letters_replayed_after_the_provider_heals_are_delivered_once
     assert sorted(delivered) == sorted(m["target"] for m in down)
     rows = await env.log_rows()
     assert {rows[m["delivery_id"]][:2] for m in down} == {("sent", 1)}
+
+
+async def test_a_dead_token_deactivates_the_users_device_row(
+    env: DeliveryEnv, sandbox: ApnsSandbox, key: Es256Key
+) -> None:
+    pool = make_pool(env.settings, schema=env.schema, max_size=1)
+    try:
+        repo = UserDataRepository(pool)
+        repo.upsert_user("u-dead")
+        dead_token = token()
+        device_id = repo.add_device("u-dead", "ios", dead_token, "app")
+        sandbox.faults.add("BadDeviceToken", target=dead_token)
+        env.publish(
+            [channel_message(Channel.IOS, dead_token, user_id="u-dead", target_ref=f"device:{device_id}")]
+        )
+        stats = await env.run(adapter(sandbox, key), deactivate=make_deactivate(repo))
+        assert stats.deactivated == 1
+        context = repo.get_context("u-dead")
+        assert context is not None
+        assert context.devices == ()
+        with connect(env.settings, schema=env.schema) as conn:
+            row = conn.execute(
+                "select active, deactivated_reason from devices where device_id = %s", (device_id,)
+            )
+            assert row.fetchone() == (False, "BadDeviceToken")
+    finally:
+        pool.close()

@@ -32,9 +32,16 @@ def sent_ids(settings: Settings, schema: str) -> set[str]:
         return {r[0] for r in conn.execute("select delivery_id from delivery_log where status = 'sent'")}
 
 
-def test_worker_killed_mid_stream_resends_nothing_it_had_acknowledged(
-    settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("stop_signal", "exit_code"),
+    [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 0)],
+    ids=["sigkill", "sigterm"],
+)
+def test_worker_stopped_mid_stream_resends_nothing_it_had_acknowledged(
+    settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path, stop_signal: int, exit_code: int
 ) -> None:
+    """SIGKILL: only in-doubt sends (answered, not yet marked) may repeat. SIGTERM: the worker drains
+    what is in flight and commits, so nothing repeats at all."""
     schema = db_schema[1]
     key = generate_es256_key()
     messages = [channel_message(Channel.IOS, uuid.uuid4().hex * 2) for _ in range(DELIVERIES)]
@@ -73,8 +80,9 @@ def test_worker_killed_mid_stream_resends_nothing_it_had_acknowledged(
                 assert time.monotonic() < deadline, "worker made no progress"
                 time.sleep(0.05)
         finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(30)
+            first.send_signal(stop_signal)
+            code = first.wait(60)
+        assert code == exit_code, (tmp_path / "first.log").read_text()[-2000:]
         acknowledged = sent_ids(settings, schema)
         at_kill = len(sandbox.sandbox.recorder.all())
         assert 0 < len(acknowledged) < DELIVERIES, "killed too late to prove anything"
@@ -87,6 +95,8 @@ def test_worker_killed_mid_stream_resends_nothing_it_had_acknowledged(
     doubled = {d for d, n in received.items() if n > 1}
     assert doubled.isdisjoint(acknowledged), "a delivery marked sent was sent again"
     assert sent_ids(settings, schema) == set(by_target.values())
+    if stop_signal == signal.SIGTERM:
+        assert doubled == set(), "a graceful stop must leave nothing in doubt"
     # In-doubt sends (provider answered, the worker died before marking) are the only repeats.
     print(
         f"\nkilled after {at_kill} sends ({len(acknowledged)} marked sent); in-doubt resends: {len(doubled)}"
