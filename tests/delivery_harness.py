@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from consumers.delivery.dead_letters import Selection, read_letters, replay
 from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Adapter, Deactivate, Worker, WorkerStats
 from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
@@ -19,9 +20,10 @@ from notify_core.kafka_clients import make_producer
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
+from sandboxes.faults import FaultPlan
 from sandboxes.messages import channel_message
 
-__all__ = ["DeliveryEnv", "channel_message", "delivery_env"]
+__all__ = ["DeliveryEnv", "channel_message", "delivery_env", "exhaust_then_replay"]
 
 
 @dataclass
@@ -84,3 +86,29 @@ async def delivery_env(settings: Settings, schema: str, channel: Channel) -> Asy
         yield DeliveryEnv(fast, schema, channel, pool)
     finally:
         await pool.close()
+
+
+async def exhaust_then_replay(
+    env: DeliveryEnv, make_adapter: Callable[[], Adapter], faults: FaultPlan, targets: list[str], error: str
+) -> None:
+    """Every target fails with a retryable ``error`` until the budget is spent and it is dead-lettered;
+    the provider heals; the dead letters are replayed and each is delivered exactly once more."""
+    messages = [channel_message(env.channel, t) for t in targets]
+    for target in targets:
+        faults.add(error, target=target)
+    env.publish(messages)
+    first = await env.run(make_adapter())
+    assert (first.sent, first.dead_lettered) == (0, len(messages))
+    letters = read_letters(env.settings, env.channel.value, Selection(reason="attempts_exhausted"))
+    assert sorted(item.letter["attempts"] for item in letters) == [env.settings.delivery_max_attempts] * len(
+        messages
+    )
+    assert all(error in item.letter["error_message"] for item in letters)
+
+    faults.clear()
+    log = DeliveryLog(env.pool, owner="replay", lease=timedelta(seconds=30))
+    assert await replay(env.settings, env.channel.value, letters, log) == len(messages)
+    second = await env.run(make_adapter())
+    assert second.sent == len(messages)
+    rows = await env.log_rows()
+    assert {rows[m["delivery_id"]][:2] for m in messages} == {("sent", 1)}

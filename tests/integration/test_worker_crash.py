@@ -98,6 +98,7 @@ def test_worker_stopped_mid_stream_resends_nothing_it_had_acknowledged(
     if stop_signal == signal.SIGTERM:
         assert doubled == set(), "a graceful stop must leave nothing in doubt"
     # In-doubt sends (provider answered, the worker died before marking) are the only repeats.
+    name = signal.Signals(stop_signal).name
     print(
-        f"\nkilled after {at_kill} sends ({len(acknowledged)} marked sent); in-doubt resends: {len(doubled)}"
+        f"\n{name} after {at_kill} sends ({len(acknowledged)} marked sent); in-doubt resends: {len(doubled)}"
     )

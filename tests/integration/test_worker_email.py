@@ -14,7 +14,7 @@ from notify_core.settings import Settings
 from notify_core.topics import Channel
 from notify_core.unsubscribe import verify
 from sandboxes.smtp import SmtpSandbox
-from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
+from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env, exhaust_then_replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 SECRET = "test-unsubscribe-secret"
@@ -88,3 +88,11 @@ async def test_a_greylisting_4xx_is_retried_until_accepted(env: DeliveryEnv, san
     stats = await env.run(adapter(sandbox))
     assert (stats.sent, stats.retried) == (1, 2)
     assert (await env.log_rows())[grey["delivery_id"]][:2] == ("sent", 3)
+
+
+async def test_exhausted_deliveries_are_dead_lettered_and_replayed_once_healed(
+    env: DeliveryEnv, sandbox: SmtpSandbox
+) -> None:
+    await exhaust_then_replay(
+        env, lambda: adapter(sandbox), sandbox.faults, [address() for _ in range(3)], "452"
+    )

@@ -14,7 +14,7 @@ from consumers.delivery.fcm import AccessToken, FcmAdapter
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.fcm import FcmSandbox, FcmSandboxThread
-from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
+from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env, exhaust_then_replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -77,3 +77,11 @@ async def test_internal_errors_are_retried_until_fcm_heals(
     stats = await env.run(adapter(sandbox))
     assert (stats.sent, stats.retried) == (1, 2)
     assert (await env.log_rows())[flaky["delivery_id"]][:2] == ("sent", 3)
+
+
+async def test_exhausted_deliveries_are_dead_lettered_and_replayed_once_healed(
+    env: DeliveryEnv, sandbox: tuple[FcmSandboxThread, Path]
+) -> None:
+    await exhaust_then_replay(
+        env, lambda: adapter(sandbox), sandbox[0].faults, [token() for _ in range(3)], "INTERNAL"
+    )

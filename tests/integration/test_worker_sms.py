@@ -13,7 +13,7 @@ from consumers.delivery.sms import SmsAdapter
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.sns import SnsSandbox
-from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
+from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env, exhaust_then_replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -85,12 +85,9 @@ async def test_throttling_is_retried_until_it_heals(env: DeliveryEnv, sandbox: S
     assert (await env.log_rows())[flaky["delivery_id"]][:2] == ("sent", 3)
 
 
-async def test_a_provider_down_for_good_ends_in_the_dead_letter_topic(
+async def test_exhausted_deliveries_are_dead_lettered_and_replayed_once_healed(
     env: DeliveryEnv, sandbox: SnsSandbox
 ) -> None:
-    down = channel_message(Channel.SMS, phone())
-    sandbox.faults.add("InternalError", target=down["target"])
-    env.publish([down])
-    stats = await env.run(adapter(sandbox))
-    assert (stats.retried, stats.dead_lettered) == (2, 1)
-    assert env.dead_letters()[0]["error_type"] == "attempts_exhausted"
+    await exhaust_then_replay(
+        env, lambda: adapter(sandbox), sandbox.faults, [phone() for _ in range(3)], "ServiceUnavailable"
+    )
