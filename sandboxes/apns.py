@@ -27,11 +27,9 @@ Run it in a test's event loop (``await start()``/``await stop()``) or on a threa
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -56,6 +54,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from sandboxes.faults import FaultPlan, Received, Recorder
+from sandboxes.threaded import ServingThread
 from sandboxes.tls import CertPaths, ensure_certs, server_context
 
 _APPLE_TABLE = (
@@ -202,33 +201,7 @@ class ApnsSandbox:
     @classmethod
     def run_in_thread(cls, **kwargs: Any) -> SandboxThread:
         """Start a sandbox on a daemon thread with its own event loop; ``kwargs`` as for ``__init__``."""
-        sandbox = cls(**kwargs)
-        ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
-        ready = concurrent.futures.Future()
-        thread = threading.Thread(
-            target=sandbox._serve_forever, args=(ready,), name="apns-sandbox", daemon=True
-        )
-        thread.start()
-        loop, stop = ready.result(timeout=30)
-        return SandboxThread(sandbox, loop, stop, thread)
-
-    def _serve_forever(
-        self, ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
-    ) -> None:
-        async def serve() -> None:
-            stop = asyncio.Event()
-            await self.start()
-            ready.set_result((asyncio.get_running_loop(), stop))
-            try:
-                await stop.wait()
-            finally:
-                await self.stop()
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # the caller waiting on ``ready`` must hear why, not hang
-            if not ready.done():
-                ready.set_exception(exc)
+        return SandboxThread(cls(**kwargs), "apns-sandbox")
 
     # --- one request ------------------------------------------------------------------------------
     def answer(self, conn: _Connection, stream: _Stream) -> tuple[int, str | None, str] | None:
@@ -446,17 +419,8 @@ class _Connection(asyncio.Protocol):
             self._transport.write(data)
 
 
-class SandboxThread:
+class SandboxThread(ServingThread[ApnsSandbox]):
     """Handle on a sandbox serving from its own thread; ``faults`` and ``recorder`` are thread-safe."""
-
-    def __init__(
-        self,
-        sandbox: ApnsSandbox,
-        loop: asyncio.AbstractEventLoop,
-        stop: asyncio.Event,
-        thread: threading.Thread,
-    ) -> None:
-        self.sandbox, self._loop, self._stop, self._thread = sandbox, loop, stop, thread
 
     @property
     def port(self) -> int:
@@ -467,18 +431,7 @@ class SandboxThread:
         return self.sandbox.ca_path
 
     def drop_connections(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.sandbox.drop_connections(), self._loop).result(timeout=10)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> SandboxThread:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.call(self.sandbox.drop_connections)
 
 
 def _text(value: bytes | str) -> str:

@@ -30,7 +30,6 @@ Run it in a test's event loop (``await start()``/``await stop()``) or on a threa
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import json
 import re
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from sandboxes.faults import FaultPlan, Received, Recorder
+from sandboxes.threaded import ServingThread
 
 GOOGLE_GRANT_AUDIENCE = "https://oauth2.googleapis.com/token"  # the aud google-auth puts in grant JWTs
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -252,33 +252,7 @@ class FcmSandbox:
     @classmethod
     def run_in_thread(cls, **kwargs: Any) -> FcmSandboxThread:
         """Start a sandbox on a daemon thread with its own event loop; ``kwargs`` as for ``__init__``."""
-        sandbox = cls(**kwargs)
-        ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
-        ready = concurrent.futures.Future()
-        thread = threading.Thread(
-            target=sandbox._serve_forever, args=(ready,), name="fcm-sandbox", daemon=True
-        )
-        thread.start()
-        loop, stop = ready.result(timeout=30)
-        return FcmSandboxThread(sandbox, loop, stop, thread)
-
-    def _serve_forever(
-        self, ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
-    ) -> None:
-        async def serve() -> None:
-            stop = asyncio.Event()
-            await self.start()
-            ready.set_result((asyncio.get_running_loop(), stop))
-            try:
-                await stop.wait()
-            finally:
-                await self.stop()
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # the caller waiting on ``ready`` must hear why, not hang
-            if not ready.done():
-                ready.set_exception(exc)
+        return FcmSandboxThread(cls(**kwargs), "fcm-sandbox")
 
     # --- POST /token ------------------------------------------------------------------------------
     async def _token(self, request: web.Request) -> web.Response:
@@ -411,17 +385,8 @@ class FcmSandbox:
             raise _Rejected(403, error_envelope(403, "PERMISSION_DENIED", text))
 
 
-class FcmSandboxThread:
+class FcmSandboxThread(ServingThread[FcmSandbox]):
     """Handle on a sandbox serving from its own thread; ``faults`` and ``recorder`` are thread-safe."""
-
-    def __init__(
-        self,
-        sandbox: FcmSandbox,
-        loop: asyncio.AbstractEventLoop,
-        stop: asyncio.Event,
-        thread: threading.Thread,
-    ) -> None:
-        self.sandbox, self._loop, self._stop, self._thread = sandbox, loop, stop, thread
 
     @property
     def port(self) -> int:
@@ -445,17 +410,6 @@ class FcmSandboxThread:
 
     def create_service_account(self, directory: Path, **kwargs: Any) -> ServiceAccount:
         return self.sandbox.create_service_account(directory, **kwargs)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> FcmSandboxThread:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- request validation ---------------------------------------------------------------------------
