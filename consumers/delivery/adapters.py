@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from consumers.delivery.worker import Adapter
+from notify_core.exceptions import ConfigError
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 
 
 def build_adapter(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
-    """(adapter, provider name for events). Imports lazily: a worker loads only its own client."""
+    """(adapter, provider name for events); a missing or broken credential is a ``ConfigError``."""
+    try:
+        return _build(channel, settings)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot set up the {channel.value} provider: {exc}") from exc
+
+
+def _build(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
+    # Imports lazily: a worker loads only its own provider's client.
     if channel is Channel.IOS:
         from consumers.delivery.apns import ApnsAdapter
 
