@@ -21,16 +21,14 @@ from typing import Any
 
 from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Adapter, Worker
-from notify_core.codec import CHANNEL_MESSAGE, default_codec
-from notify_core.db.connect import connect, make_async_pool
-from notify_core.db.migrate import migrate
-from notify_core.kafka_clients import make_admin, make_consumer, make_producer
+from notify_cli.scratch import scratch
+from notify_core.db.connect import make_async_pool
+from notify_core.kafka_clients import make_consumer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
-from notify_core.topic_admin import apply_topics
-from notify_core.topics import Channel, topic_names, topic_specs
+from notify_core.topics import Channel, topic_names
 from sandboxes.local import local_provider
-from sandboxes.messages import channel_message
+from sandboxes.messages import channel_message, publish
 
 
 def register_kind(kinds: Any) -> None:
@@ -94,55 +92,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     results["count"] = args.count
     results["max_in_flight"] = settings.delivery_max_in_flight
     for channel in channels:
-        bench = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = make_admin(bench)
-        specs = topic_specs(bench)
-        apply_topics(admin, specs)
-        with connect(bench) as conn:
-            conn.execute(f'create schema "{schema}"')
-            conn.commit()
-        try:
-            with connect(bench, schema=schema) as conn:
-                migrate(conn)
-                conn.commit()
-            with (
-                tempfile.TemporaryDirectory() as workdir,
-                local_provider(channel, Path(workdir)) as provider,
-            ):
-                target = TARGETS[channel]
-                codec = default_codec()
-                producer = make_producer(bench)
-                topic = topic_names(bench).channel(channel)
-                for i in range(args.count):
-                    message = channel_message(channel, target(i), user_id=f"user-{i % 500}")
-                    producer.produce(
-                        topic, key=message["user_id"].encode(), value=codec.encode(CHANNEL_MESSAGE, message)
-                    )
-                    if i % 10_000 == 0:
-                        producer.poll(0)
-                if producer.flush(60) != 0:
-                    raise RuntimeError("benchmark messages were not all acknowledged")
-                raw_s = _raw_consume(bench, topic, args.count)
-                figures = asyncio.run(_drain(bench, schema, channel, provider.make_adapter()))
-            figures["provider"] = provider.name
-            figures["raw_consume_baseline"] = {
-                "seconds": round(raw_s, 3),
-                "records_per_s": round(args.count / raw_s) if raw_s > 0 else None,
-            }
-            results[channel.value] = figures
-            lat = figures["send_latency"]
-            print(
-                f"  {channel.value:8} {figures['deliveries_per_s']:>7} deliveries/s ({figures['sent']} in"
-                f" {figures['seconds']} s); send p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms;"
-                f" raw consume {figures['raw_consume_baseline']['records_per_s']} rec/s"
+        with (
+            scratch(settings) as (bench, schema),
+            tempfile.TemporaryDirectory() as workdir,
+            local_provider(channel, Path(workdir)) as provider,
+        ):
+            target = TARGETS[channel]
+            publish(
+                bench,
+                channel,
+                (channel_message(channel, target(i), user_id=f"user-{i % 500}") for i in range(args.count)),
             )
-        finally:
-            for future in admin.delete_topics([s.name for s in specs], operation_timeout=30).values():
-                future.result()
-            with connect(bench) as conn:
-                conn.execute(f'drop schema "{schema}" cascade')
-                conn.commit()
+            raw_s = _raw_consume(bench, topic_names(bench).channel(channel), args.count)
+            figures = asyncio.run(_drain(bench, schema, channel, provider.make_adapter()))
+        figures["provider"] = provider.name
+        figures["raw_consume_baseline"] = {
+            "seconds": round(raw_s, 3),
+            "records_per_s": round(args.count / raw_s) if raw_s > 0 else None,
+        }
+        results[channel.value] = figures
+        lat = figures["send_latency"]
+        print(
+            f"  {channel.value:8} {figures['deliveries_per_s']:>7} deliveries/s ({figures['sent']} in"
+            f" {figures['seconds']} s); send p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms;"
+            f" raw consume {figures['raw_consume_baseline']['records_per_s']} rec/s"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures -> {args.out}")

@@ -19,13 +19,12 @@ from typing import Any
 import confluent_kafka
 
 from consumers.router.app import Router
+from notify_cli.scratch import scratch
 from notify_core.db.connect import connect, make_pool
-from notify_core.db.migrate import migrate
-from notify_core.kafka_clients import make_admin, make_consumer, make_producer
+from notify_core.kafka_clients import make_consumer, make_producer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
-from notify_core.topic_admin import apply_topics
-from notify_core.topics import Channel, topic_names, topic_specs
+from notify_core.topics import Channel, topic_names
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
 from producer.client import NotificationClient
@@ -69,23 +68,8 @@ def _passthrough(settings: Settings, source: str, sink: str, count: int) -> tupl
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    bench = settings.model_copy(
-        update={
-            "topic_prefix": f"bench-{uuid.uuid4().hex[:8]}",
-            "router_group": f"bench-router-{uuid.uuid4().hex[:6]}",
-        }
-    )
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = make_admin(bench)
-    specs = topic_specs(bench)
-    apply_topics(admin, specs)
-    names = topic_names(bench)
-    with connect(bench) as conn:
-        conn.execute(f'create schema "{schema}"')
-        conn.commit()
-    try:
-        with connect(bench, schema=schema) as conn:
-            migrate(conn)
+    with scratch(settings, router_group=f"bench-router-{uuid.uuid4().hex[:6]}") as (bench, schema):
+        names = topic_names(bench)
         pool = make_pool(bench, schema=schema, min_size=1, max_size=2)
         repo = UserDataRepository(pool, cache_size=bench.user_cache_size, cache_ttl_s=3600)
         for channel in (Channel.IOS, Channel.EMAIL):
@@ -129,11 +113,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         router = Router(bench, lambda: connect(bench, schema=schema), repo)
         stats = router.run(stop_when_idle=True, idle_s=3.0)
         pool.close()
-    finally:
-        admin.delete_topics([s.name for s in specs])
-        with connect(bench) as conn:
-            conn.execute(f'drop schema "{schema}" cascade')
-            conn.commit()
     if stats.first_batch_at is None or stats.last_batch_at is None or stats.records != args.count:
         raise RuntimeError(f"router processed {stats.records} of {args.count} requests")
     router_s = stats.last_batch_at - stats.first_batch_at

@@ -62,7 +62,6 @@ async def _deliver(settings: Settings, workdir: Path, delivery_ids: list[str]) -
                     DeliveryLog(pool, owner=f"notify-{channel.value}-demo", lease=timedelta(seconds=30)),
                     provider=provider.name,
                     deactivate=deactivate,
-                    group=f"{quick.worker_group_prefix}-{channel.value}",
                 )
                 for channel, provider in providers.items()
             }

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     selection = Selection(reason=args.reason, since=args.since, until=args.until)
     letters = read_letters(settings, args.source, selection)
     if args.ids:
-        letters = [item for item in letters if item.letter["dead_letter_id"] in set(args.ids)]
+        wanted = set(args.ids)
+        letters = [item for item in letters if item.letter["dead_letter_id"] in wanted]
     if args.action == "list" or (args.action == "replay" and args.dry_run):
         for item in letters:
             print(_line(item))

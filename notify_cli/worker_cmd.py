@@ -1,4 +1,4 @@
-"""``notify worker run --channel C``: one channel's delivery worker (consumer group ``notify-<channel>``)."""
+"""``notify worker run --channel C``: one channel's delivery worker (see ``worker_group`` for its group)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from consumers.delivery.adapters import build_adapter
 from consumers.delivery.delivery_log import DeliveryLog
-from consumers.delivery.worker import Deactivate, Worker, WorkerStats
+from consumers.delivery.worker import Deactivate, Worker, WorkerStats, worker_group
 from notify_core.db.connect import make_async_pool, make_pool
 from notify_core.settings import Settings
 from notify_core.topics import Channel
@@ -47,10 +47,9 @@ async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: fl
     adapter, provider = build_adapter(channel, settings)
     pool = await make_async_pool(settings, max_size=8)
     users = make_pool(settings, max_size=2)
-    group = f"{settings.worker_group_prefix}-{channel.value}"
     log = DeliveryLog(
         pool,
-        owner=f"{group}-{settings.worker_instance_id}",
+        owner=f"{worker_group(settings, channel)}-{settings.worker_instance_id}",
         lease=timedelta(seconds=settings.delivery_lease_s),
     )
     worker = Worker(

@@ -1,12 +1,17 @@
-"""Sample channel messages, shaped as the router produces them: for tests, benchmarks and the demo."""
+"""Sample channel messages shaped as the router produces them, and publishing them (tests, benchmarks)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from notify_core.topics import Channel
+from notify_core.codec import CHANNEL_MESSAGE, default_codec
+from notify_core.exceptions import KafkaError
+from notify_core.kafka_clients import make_producer
+from notify_core.settings import Settings
+from notify_core.topics import Channel, topic_names
 
 
 def channel_message(channel: Channel, target: str, **overrides: Any) -> dict[str, Any]:
@@ -37,3 +42,24 @@ def channel_message(channel: Channel, target: str, **overrides: Any) -> dict[str
         "created_at": now,
     }
     return base | overrides
+
+
+def publish(settings: Settings, channel: Channel, messages: Iterable[dict[str, Any]]) -> int:
+    """Produce channel messages to the channel's topic, keyed by user, as the router does; waits for
+    every acknowledgement and returns the count."""
+    codec = default_codec()
+    topic = topic_names(settings).channel(channel)
+    producer = make_producer(settings)
+    count = 0
+    for message in messages:
+        value = codec.encode(CHANNEL_MESSAGE, message)
+        while True:
+            try:
+                producer.produce(topic, key=message["user_id"].encode(), value=value)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+        count += 1
+    if producer.flush(60) != 0:
+        raise KafkaError(f"channel messages for {topic} were not all acknowledged within 60 s")
+    return count

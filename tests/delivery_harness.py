@@ -14,14 +14,13 @@ from psycopg_pool import AsyncConnectionPool
 from consumers.delivery.dead_letters import Selection, read_letters, replay
 from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Adapter, Deactivate, Worker, WorkerStats
-from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
+from notify_core.codec import DEAD_LETTER, EVENT, default_codec
 from notify_core.db.connect import make_async_pool
-from notify_core.kafka_clients import make_producer
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
 from sandboxes.faults import FaultPlan
-from sandboxes.messages import channel_message
+from sandboxes.messages import channel_message, publish
 
 __all__ = ["DeliveryEnv", "channel_message", "delivery_env", "exhaust_then_replay"]
 
@@ -33,16 +32,8 @@ class DeliveryEnv:
     channel: Channel
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
-    def publish(self, messages: list[dict[str, Any]], topic: str | None = None) -> None:
-        codec = default_codec()
-        producer = make_producer(self.settings)
-        for message in messages:
-            producer.produce(
-                topic or topic_names(self.settings).channel(self.channel),
-                key=message["user_id"].encode(),
-                value=codec.encode(CHANNEL_MESSAGE, message),
-            )
-        assert producer.flush(30) == 0
+    def publish(self, messages: list[dict[str, Any]]) -> None:
+        publish(self.settings, self.channel, messages)
 
     def worker(self, adapter: Adapter, deactivate: Deactivate | None = None, owner: str = "w-0") -> Worker:
         log = DeliveryLog(self.pool, owner=owner, lease=timedelta(seconds=30))

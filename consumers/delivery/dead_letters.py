@@ -8,6 +8,7 @@ onto the requests topic byte for byte, and the router judges it again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,21 +83,25 @@ async def replay(
     """Re-inject ``letters``; returns how many were produced (each acknowledged by the broker)."""
     codec = default_codec()
     names = topic_names(settings)
-    producer = AsyncProducer(settings)
-    count = 0
-    try:
-        for item in letters:
-            letter = item.letter
+    items = list(letters)
+    outputs: list[tuple[str, bytes, bytes | None, list[tuple[str, str | bytes | None]]]] = []
+    if source == "requests":
+        for item in items:
             headers: list[tuple[str, str | bytes | None]] = [("replayed-from", item.record.topic.encode())]
-            if source == "requests":
-                await producer.produce(names.requests, letter["payload"], letter["key"], headers)
-            else:
-                message = replay_message(letter)
-                if delivery_log is not None:
-                    await delivery_log.reopen([message["delivery_id"]], datetime.now(UTC))
-                value = codec.encode(CHANNEL_MESSAGE, message)
-                await producer.produce(names.channel(Channel(source)), value, letter["key"], headers)
-            count += 1
+            outputs.append((names.requests, item.letter["payload"], item.letter["key"], headers))
+    else:
+        messages = [replay_message(item.letter) for item in items]
+        if delivery_log is not None and messages:
+            # Reopened before they are produced, so the worker never meets a replayed copy still closed.
+            await delivery_log.reopen([m["delivery_id"] for m in messages], datetime.now(UTC))
+        topic = names.channel(Channel(source))
+        for item, message in zip(items, messages, strict=True):
+            headers = [("replayed-from", item.record.topic.encode())]
+            outputs.append((topic, codec.encode(CHANNEL_MESSAGE, message), item.letter["key"], headers))
+    producer = AsyncProducer(settings)
+    try:
+        # Produced in order (librdkafka keeps per-partition order), acknowledged together.
+        await asyncio.gather(*(producer.produce(t, v, k, h) for t, v, k, h in outputs))
     finally:
         producer.close()
-    return count
+    return len(outputs)

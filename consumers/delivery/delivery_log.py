@@ -162,7 +162,7 @@ class DeliveryLog:
 
     async def release_own(self) -> int:
         """At start-up: what a previous run of this owner left claimed is claimable again."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "update delivery_log set claimed_until = null where claimed_by = %s and status = 'sending'"
                 " and claimed_until is not null",
@@ -172,7 +172,7 @@ class DeliveryLog:
 
     async def reopen(self, delivery_ids: list[str], now: datetime) -> int:
         """Dead letters being replayed get a fresh attempt budget; sent deliveries stay sent."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "update delivery_log set status = 'retrying', attempts = 0, claimed_until = null,"
                 " updated_at = %s where delivery_id = any(%s) and status in ('failed', 'dead_lettered')",

@@ -46,6 +46,11 @@ T = TypeVar("T")
 COMMIT_EVERY_S = 1.0
 
 
+def worker_group(settings: Settings, channel: Channel) -> str:
+    """The channel's consumer group, ``<NOTIFY_WORKER_GROUP_PREFIX>-<channel>``."""
+    return f"{settings.worker_group_prefix}-{channel.value}"
+
+
 class Adapter(Protocol):
     """What a provider adapter offers the worker: one send, and a close."""
 
@@ -96,7 +101,7 @@ class Worker:
             names.dlq(channel),
         )
         self._events_topic = names.events
-        self.group = group or f"notify-{channel.value}"
+        self.group = group or worker_group(settings, channel)
         self._stage = f"worker.{channel.value}"
         self._codec = default_codec()
         self._policy = BackoffPolicy(
@@ -155,9 +160,9 @@ class Worker:
                 if now - last_commit >= COMMIT_EVERY_S:
                     await self._commit(consumer, on_kafka)
                     last_commit = now
-                assigned = await on_kafka(consumer.assignment)
                 idle = not self._tasks and not self._paused and now - last_activity > idle_s
-                if stop_when_idle and assigned and idle:
+                # Idle only counts once partitions are ours: before that, "nothing arrived" means nothing.
+                if stop_when_idle and idle and len(await on_kafka(consumer.assignment)) > 0:
                     break
                 if max_runtime_s is not None and now - started > max_runtime_s:
                     break

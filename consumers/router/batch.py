@@ -26,6 +26,7 @@ from consumers.router.policy import (
 from consumers.router.render import Renderer
 from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT
 from notify_core.events import Failure, dead_letter, event
+from notify_core.exceptions import DecodeError, InvalidRequestError
 from notify_core.records import Record
 from notify_core.request_model import NotificationRequest
 from notify_core.topics import Channel, TopicNames
@@ -214,43 +215,32 @@ class _Emitter:
     def __init__(self, plan: BatchPlan, names: TopicNames, now: datetime) -> None:
         self.plan, self.names, self.now = plan, names, now
 
-    def _event(self, key: str, record: dict[str, Any]) -> None:
-        self.plan.outputs.append(Output(self.names.events, key.encode(), EVENT, record))
+    def _event(self, req: NotificationRequest, kind: str, **fields: Any) -> None:
+        nid = str(req.notification_id)
+        record = event(
+            kind,
+            occurred_at=self.now,
+            notification_id=nid,
+            user_id=req.user_id,
+            service=req.service,
+            category=req.category,
+            **fields,
+        )
+        self.plan.outputs.append(Output(self.names.events, nid.encode(), EVENT, record))
 
     def suppressed(self, req: NotificationRequest, channel: Channel | None, reason: str) -> None:
         self.plan.counts[f"suppressed:{reason}"] += 1
-        nid = str(req.notification_id)
-        self._event(
-            nid,
-            event(
-                "SUPPRESSED",
-                occurred_at=self.now,
-                notification_id=nid,
-                user_id=req.user_id,
-                service=req.service,
-                channel=channel,
-                category=req.category,
-                reason=reason,
-            ),
-        )
+        self._event(req, "SUPPRESSED", channel=channel, reason=reason)
 
     def routed(self, req: NotificationRequest, message: Output) -> None:
         self.plan.counts["routed"] += 1
-        nid = str(req.notification_id)
         attributes = {"deliver_at": message.deliver_at.isoformat()} if message.deliver_at else {}
         self._event(
-            nid,
-            event(
-                "ROUTED",
-                occurred_at=self.now,
-                notification_id=nid,
-                user_id=req.user_id,
-                service=req.service,
-                delivery_id=message.record["delivery_id"],
-                channel=Channel(message.record["channel"].lower()),
-                category=req.category,
-                attributes=attributes,
-            ),
+            req,
+            "ROUTED",
+            delivery_id=message.record["delivery_id"],
+            channel=Channel(message.record["channel"].lower()),
+            attributes=attributes,
         )
 
     def reject(self, record: Record, failure: Failure, req: NotificationRequest | None) -> None:
@@ -258,28 +248,13 @@ class _Emitter:
         letter = dead_letter(record, failure, stage="router", failed_at=self.now)
         self.plan.outputs.append(Output(self.names.requests_dlq, record.key or b"", DEAD_LETTER, letter))
         if req is not None:
-            nid = str(req.notification_id)
-            self._event(
-                nid,
-                event(
-                    "SUPPRESSED",
-                    occurred_at=self.now,
-                    notification_id=nid,
-                    user_id=req.user_id,
-                    service=req.service,
-                    category=req.category,
-                    reason="invalid",
-                    attributes={"error_type": failure.error_type},
-                ),
-            )
+            self._event(req, "SUPPRESSED", reason="invalid", attributes={"error_type": failure.error_type})
 
 
 def parse_records(
     records: Sequence[Record], decode: Callable[[bytes], dict[str, Any]]
 ) -> list[Parsed | Rejected]:
     """Decode and validate; a bad record becomes ``Rejected`` with the reason, never an exception."""
-    from notify_core.exceptions import DecodeError, InvalidRequestError
-
     items: list[Parsed | Rejected] = []
     for record in records:
         try:

@@ -18,8 +18,8 @@ from notify_core.db.connect import connect
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.apns import ApnsSandbox
+from sandboxes.messages import channel_message, publish
 from sandboxes.tls import generate_es256_key
-from tests.delivery_harness import DeliveryEnv, channel_message
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_worker_stopped_mid_stream_resends_nothing_it_had_acknowledged(
     key = generate_es256_key()
     messages = [channel_message(Channel.IOS, uuid.uuid4().hex * 2) for _ in range(DELIVERIES)]
     by_target = {m["target"]: m["delivery_id"] for m in messages}
-    DeliveryEnv(settings, schema, Channel.IOS, None).publish(messages)  # type: ignore[arg-type]
+    publish(settings, Channel.IOS, messages)
 
     url = settings.database_url.get_secret_value()
     search_path = quote(f"-csearch_path={schema}")
