@@ -47,8 +47,14 @@ def router_process(settings: Settings, schema: str, *, burst: bool, log: Path) -
 
 
 def committed_requests(settings: Settings) -> int:
+    # read_uncommitted: a stable-offset fetch (the read_committed default) waits for the transaction
+    # the killed router left open, up to transaction.timeout.ms; we want the last committed offsets now.
     consumer = confluent_kafka.Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.router_group}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.router_group,
+            "isolation.level": "read_uncommitted",
+        }
     )
     try:
         topic = topic_names(settings).requests
