@@ -15,6 +15,8 @@ import confluent_kafka
 from notify_core.kafka_clients import make_consumer, translate
 from notify_core.settings import Settings
 
+FIRST_FETCH_GRACE_S = 5.0
+
 
 @dataclass(frozen=True)
 class Record:
@@ -52,7 +54,7 @@ def end_offsets(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> d
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        return {p: _high_watermark(consumer, topic, p, timeout_s) for p in partitions}
+        return {p: _watermarks(consumer, topic, p, timeout_s)[1] for p in partitions}
     finally:
         consumer.close()
 
@@ -78,22 +80,23 @@ def read_records(
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        ends = {p: _high_watermark(consumer, topic, p, timeout_s) for p in partitions}
-        starts = since or {}
-        consumer.assign(
-            [
-                confluent_kafka.TopicPartition(topic, p, starts.get(p, confluent_kafka.OFFSET_BEGINNING))
-                for p in partitions
-            ]
-        )
+        marks = {p: _watermarks(consumer, topic, p, timeout_s) for p in partitions}
+        # A `since` offset already deleted by retention starts at the oldest record left.
+        starts = {p: max((since or {}).get(p, low), low) for p, (low, _) in marks.items()}
+        # Partitions already read to their end (empty, or `since` at the end) need no fetch at all.
+        unread = {p: high for p, (_, high) in marks.items() if starts[p] < high}
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, starts[p]) for p in unread])
         deadline = time.monotonic() + timeout_s
         last_record = time.monotonic()
-        while len(records) < max_records and time.monotonic() < deadline:
-            if all(_position(consumer, topic, p) >= end for p, end in ends.items()):
+        while unread and len(records) < max_records and time.monotonic() < deadline:
+            if all(_position(consumer, topic, p) >= end for p, end in unread.items()):
                 break
             batch = consumer.consume(min(500, max_records - len(records)), timeout=0.2)
             if not batch:
-                if time.monotonic() - last_record > idle_s:
+                # The idle stop is for an end that never comes (a transaction left open); the first
+                # fetch gets a longer grace, since a busy broker can take seconds to answer it.
+                idle_limit = idle_s if records else max(idle_s, FIRST_FETCH_GRACE_S)
+                if time.monotonic() - last_record > idle_limit:
                     break
                 continue
             last_record = time.monotonic()
@@ -131,15 +134,17 @@ def read_positions(
     return [found[p] for p in positions if p in found]
 
 
-def _high_watermark(consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout_s: float) -> int:
-    """The partition's end; retried while a just-created partition is still getting its leader."""
+def _watermarks(
+    consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout_s: float
+) -> tuple[int, int]:
+    """The partition's (start, end); retried while a just-created partition is still getting its leader."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            _, high = consumer.get_watermark_offsets(
+            low, high = consumer.get_watermark_offsets(
                 confluent_kafka.TopicPartition(topic, partition), timeout=5
             )
-            return int(high)
+            return int(low), int(high)
         except confluent_kafka.KafkaException as exc:
             err = exc.args[0]
             if (not err.retriable() and err.code() not in _TRANSIENT) or time.monotonic() > deadline:
