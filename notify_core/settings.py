@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr = SecretStr("testing")
     sms_sender_id: str = "NOTIFY"
     sms_type: Literal["Transactional", "Promotional"] = "Transactional"
-    sms_max_per_second: float = Field(default=20.0, gt=0)  # SNS account limit, enforced client-side
+    sms_max_per_second: float = Field(default=20.0, gt=0)  # SNS account limit: the SMS worker's pace
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     delivery_backoff_base_s: float = Field(default=1.0, gt=0)
     delivery_backoff_max_s: float = Field(default=300.0, gt=0)
     delivery_shutdown_grace_s: float = Field(default=15.0, gt=0)
-    # Provider calls per second per worker process; 0 means unlimited (SMS: sms_max_per_second).
+    # Provider calls per second per worker process, a token bucket in the worker; 0 means unlimited.
+    # SMS is always paced, at sms_max_per_second.
     rate_limit_ios: float = Field(default=0.0, ge=0)
     rate_limit_android: float = Field(default=0.0, ge=0)
     rate_limit_email: float = Field(default=0.0, ge=0)

@@ -23,9 +23,7 @@ class LocalProvider:
 
 
 @contextmanager
-def local_provider(
-    channel: Channel, workdir: Path, *, sms_per_second: float = 100_000
-) -> Iterator[LocalProvider]:
+def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
     """Start ``channel``'s sandbox on 127.0.0.1; stop it on exit."""
     if channel is Channel.IOS:
         from consumers.delivery.apns import ApnsAdapter
@@ -62,7 +60,6 @@ def local_provider(
                     access_key_id="testing",
                     secret_access_key=SANDBOX_SECRET,
                     sender_id="NOTIFY",
-                    max_per_second=sms_per_second,
                     max_workers=32,
                 )
 

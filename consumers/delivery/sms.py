@@ -15,8 +15,8 @@ Why it looks like this (botocore 1.44, SNS facts in the shared provider notes, s
 - Connect and read timeouts are bounded, so a send is bounded too. A read timeout is ambiguous: SNS may
   already have accepted the SMS, and publishing to a phone number has no idempotency key. The
   outcome is still a retry, and its ``detail`` says that a duplicate is possible.
-- SNS counts messages per second per account. ``TokenBucket`` paces sends on the client
-  (``sms_max_per_second``), because a throttled answer costs a whole retry cycle.
+- SNS counts messages per second per account. The worker's token bucket paces SMS at
+  ``sms_max_per_second`` before it calls ``send`` (``consumers.delivery.worker.send_rate``).
 - Error text can contain the phone number (personal data), so digit runs are redacted from ``detail``.
 """
 
@@ -45,7 +45,6 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumers.delivery.outcome import Outcome
-from consumers.delivery.rate_limit import TokenBucket
 from notify_core.settings import Settings
 
 SmsType = Literal["Transactional", "Promotional"]
@@ -202,8 +201,6 @@ class SmsAdapter:
         secret_access_key: str,
         sender_id: str | None = None,
         sms_type: SmsType = "Transactional",
-        max_per_second: float = 20.0,
-        burst: float | None = None,
         max_workers: int = 8,
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 10.0,
@@ -224,12 +221,11 @@ class SmsAdapter:
         )
         self._client: Any = session.client("sns", endpoint_url=endpoint_url, config=config)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sms-publish")
-        self._bucket = TokenBucket(max_per_second, burst)
         self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> SmsAdapter:
-        """``kwargs``: burst, max_workers, connect_timeout_s, read_timeout_s (not settings yet)."""
+        """``kwargs``: max_workers, connect_timeout_s, read_timeout_s (not settings yet)."""
         return cls(
             endpoint_url=settings.sns_endpoint,
             region=settings.aws_region,
@@ -237,7 +233,6 @@ class SmsAdapter:
             secret_access_key=settings.aws_secret_access_key.get_secret_value(),
             sender_id=settings.sms_sender_id or None,
             sms_type=settings.sms_type,
-            max_per_second=settings.sms_max_per_second,
             **kwargs,
         )
 
@@ -251,9 +246,6 @@ class SmsAdapter:
             args = publish_args(message, sender_id=self._sender_id, default_sms_type=self._sms_type)
         except ValueError as exc:
             return Outcome.permanent("invalid_message", detail=str(exc))
-        await self._bucket.acquire()
-        if is_expired(message):  # the wait for a token can outlast a short expiry
-            return Outcome.permanent("expired", detail="expires_at passed while rate limited")
         loop = asyncio.get_running_loop()
         try:
             # A cancelled send cannot stop the thread: the SMS may still go out.

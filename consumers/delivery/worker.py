@@ -109,8 +109,7 @@ class Worker:
             max_s=settings.delivery_backoff_max_s,
             max_attempts=settings.delivery_max_attempts,
         )
-        # SMS is paced inside its adapter (an SNS account limit, shared by its sending threads).
-        self._bucket = TokenBucket(_push_rate(settings, channel))
+        self._bucket = TokenBucket(send_rate(settings, channel))
         self._tracker = OffsetTracker()
         self._tracker_lock = threading.Lock()  # rebalance callbacks touch it from the Kafka thread
         self._paused: dict[tuple[str, int], datetime] = {}  # retry partitions waiting for a due time
@@ -429,12 +428,18 @@ def _pause_at(consumer: confluent_kafka.Consumer, tp: confluent_kafka.TopicParti
     consumer.seek(tp)
 
 
-def _push_rate(settings: Settings, channel: Channel) -> float:
+def send_rate(settings: Settings, channel: Channel) -> float:
+    """Provider calls per second for one worker process of ``channel``; 0 means unlimited.
+
+    SMS always has a limit: SNS counts messages per second per account, and a throttled answer costs
+    a whole retry cycle, so pacing on our side is cheaper than being told.
+    """
     return {
         Channel.IOS: settings.rate_limit_ios,
         Channel.ANDROID: settings.rate_limit_android,
+        Channel.SMS: settings.sms_max_per_second,
         Channel.EMAIL: settings.rate_limit_email,
-    }.get(channel, 0.0)
+    }[channel]
 
 
 def _summary(stats: WorkerStats) -> dict[str, int]:

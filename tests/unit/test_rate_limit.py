@@ -3,6 +3,9 @@ from __future__ import annotations
 import pytest
 
 from consumers.delivery.rate_limit import TokenBucket
+from consumers.delivery.worker import send_rate
+from notify_core.settings import Settings
+from notify_core.topics import Channel
 
 
 class FakeClock:
@@ -41,3 +44,11 @@ async def test_acquire_paces_real_calls() -> None:
     for _ in range(5):
         await bucket.acquire()
     assert bucket.wait_time() > 0
+
+
+def test_each_channel_has_its_own_rate_and_sms_is_always_paced() -> None:
+    settings = Settings(rate_limit_ios=5, rate_limit_android=6, rate_limit_email=7, sms_max_per_second=8)
+    rates = {channel: send_rate(settings, channel) for channel in Channel}
+    assert rates == {Channel.IOS: 5, Channel.ANDROID: 6, Channel.SMS: 8, Channel.EMAIL: 7}
+    defaults = Settings()
+    assert (send_rate(defaults, Channel.SMS), send_rate(defaults, Channel.IOS)) == (20, 0)
