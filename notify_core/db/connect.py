@@ -7,6 +7,7 @@ their own. psycopg's connection errors are translated into ``DatabaseError`` her
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -22,6 +23,12 @@ def _kwargs(settings: Settings, schema: str | None) -> dict[str, Any]:
     if schema is not None:
         kwargs["options"] = f"-c search_path={schema}"
     return kwargs
+
+
+def schema_url(settings: Settings, schema: str) -> str:
+    """The database URL with its ``search_path`` on ``schema``: for a child process (tests, benchmarks)."""
+    url = settings.database_url.get_secret_value()
+    return f"{url}{'&' if '?' in url else '?'}options={quote(f'-c search_path={schema}')}"
 
 
 def connect(settings: Settings, *, schema: str | None = None) -> psycopg.Connection[Any]:

@@ -10,13 +10,12 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import quote
 
 import confluent_kafka
 import pytest
 
 from notify_core.codec import CHANNEL_MESSAGE, default_codec
-from notify_core.db.connect import connect, make_pool
+from notify_core.db.connect import connect, make_pool, schema_url
 from notify_core.db.migrate import migrate
 from notify_core.records import read_records
 from notify_core.settings import Settings
@@ -32,14 +31,13 @@ USERS = 200
 
 
 def router_process(settings: Settings, schema: str, *, burst: bool, log: Path) -> subprocess.Popen[bytes]:
-    url = settings.database_url.get_secret_value()
     env = {
         **os.environ,
         "NOTIFY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "NOTIFY_TOPIC_PREFIX": settings.topic_prefix,
         "NOTIFY_ROUTER_GROUP": settings.router_group,
         "NOTIFY_ROUTER_BATCH_SIZE": "200",
-        "NOTIFY_DATABASE_URL": f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}",
+        "NOTIFY_DATABASE_URL": schema_url(settings, schema),
     }
     args = [sys.executable, "-m", "notify_cli", "router", "run", *(["--burst"] if burst else [])]
     with log.open("wb") as out:

@@ -10,11 +10,10 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
-from notify_core.db.connect import connect
+from notify_core.db.connect import connect, schema_url
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.apns import ApnsSandbox
@@ -48,8 +47,6 @@ def test_worker_stopped_mid_stream_resends_nothing_it_had_acknowledged(
     by_target = {m["target"]: m["delivery_id"] for m in messages}
     publish(settings, Channel.IOS, messages)
 
-    url = settings.database_url.get_secret_value()
-    search_path = quote(f"-csearch_path={schema}")
     with ApnsSandbox.run_in_thread(
         public_key_pem=key.public_pem, key_id=KEY_ID, team_id=TEAM_ID, cert_dir=tmp_path
     ) as sandbox:
@@ -59,7 +56,7 @@ def test_worker_stopped_mid_stream_resends_nothing_it_had_acknowledged(
             "NOTIFY_TOPIC_PREFIX": settings.topic_prefix,
             "NOTIFY_WORKER_GROUP_PREFIX": settings.topic_prefix,
             "NOTIFY_WORKER_INSTANCE_ID": "crash-test",
-            "NOTIFY_DATABASE_URL": f"{url}{'&' if '?' in url else '?'}options={search_path}",
+            "NOTIFY_DATABASE_URL": schema_url(settings, schema),
             "NOTIFY_APNS_ENDPOINT": f"https://127.0.0.1:{sandbox.port}",
             "NOTIFY_APNS_CA_FILE": str(sandbox.ca_path),
             "NOTIFY_APNS_KEY": key.private_pem,
