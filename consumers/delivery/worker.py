@@ -32,6 +32,7 @@ from consumers.delivery.delivery_log import ClaimResult, DeliveryLog
 from consumers.delivery.offsets import OffsetTracker
 from consumers.delivery.outcome import Outcome
 from consumers.delivery.rate_limit import TokenBucket
+from notify_core.burst import BurstStop
 from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE, DEAD_LETTER, EVENT, default_codec
 from notify_core.events import Failure, dead_letter, event
 from notify_core.exceptions import DecodeError, NotifyError
@@ -135,7 +136,8 @@ class Worker:
             log.info("released_own_leases", count=released)
         consumer = await on_kafka(lambda: make_consumer(self._settings, self.group))
         producer = AsyncProducer(self._settings)
-        started = last_activity = time.monotonic()
+        started = time.monotonic()
+        burst = BurstStop(idle_s, started)
         last_commit = 0.0
         try:
             await on_kafka(
@@ -149,20 +151,21 @@ class Worker:
                 if room > 0:
                     messages = await on_kafka(functools.partial(consumer.consume, room, 0.1))
                     if messages:
-                        last_activity = time.monotonic()
+                        burst.activity(time.monotonic(), consumed=True)
                         await self._dispatch(messages, consumer, producer, on_kafka)
                 else:
                     await asyncio.sleep(0.005)
-                if self._tasks:
-                    last_activity = time.monotonic()
                 now = time.monotonic()
+                if self._tasks or self._paused:
+                    burst.activity(now)
                 if now - last_commit >= COMMIT_EVERY_S:
                     await self._commit(consumer, on_kafka)
                     last_commit = now
-                idle = not self._tasks and not self._paused and now - last_activity > idle_s
-                # Idle only counts once partitions are ours: before that, "nothing arrived" means nothing.
-                if stop_when_idle and idle and len(await on_kafka(consumer.assignment)) > 0:
-                    break
+                # The assignment is looked at (a hop to the Kafka thread) only once idle.
+                if stop_when_idle and burst.idle(now):
+                    mine = len(await on_kafka(consumer.assignment)) > 0
+                    if burst.should_stop(now, has_partitions=mine):
+                        break
                 if max_runtime_s is not None and now - started > max_runtime_s:
                     break
             await self._drain()

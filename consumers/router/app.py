@@ -28,6 +28,7 @@ from consumers.router.batch import Lookups, Parsed, parse_records, plan_batch
 from consumers.router.policy import cap_key
 from consumers.router.render import Renderer
 from consumers.router.state import RouterState
+from notify_core.burst import BurstStop
 from notify_core.codec import CONTENT_TYPE, REQUEST, AvroCodec, default_codec
 from notify_core.kafka_clients import make_consumer, make_producer, translate
 from notify_core.records import Record
@@ -96,7 +97,8 @@ class Router:
         )
         conn = self._connect()
         state = RouterState(conn, dedupe_window=timedelta(seconds=settings.dedupe_window_s))
-        started = last_activity = time.monotonic()
+        started = time.monotonic()
+        burst = BurstStop(idle_s, started)
         last_release = 0.0
         try:
             producer.init_transactions(TXN_TIMEOUT_S)
@@ -106,13 +108,17 @@ class Router:
                 records = [Record.from_message(m) for m in messages if self._usable(m)]
                 if records:
                     self._process(records, consumer, producer, conn, state)
-                    last_activity = time.monotonic()
+                    burst.activity(time.monotonic(), consumed=True)
                 if time.monotonic() - last_release >= RELEASE_EVERY_S:
                     if self._release_due(producer, conn, state):
-                        last_activity = time.monotonic()
+                        burst.activity(time.monotonic())
                     last_release = time.monotonic()
                 now = time.monotonic()
-                if stop_when_idle and consumer.assignment() and now - last_activity > idle_s:
+                if (
+                    stop_when_idle
+                    and burst.idle(now)
+                    and burst.should_stop(now, has_partitions=bool(consumer.assignment()))
+                ):
                     break
                 if max_runtime_s is not None and now - started > max_runtime_s:
                     break

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic, sleep
 from typing import Any
 
 import pytest
 
 from consumers.router.app import Router, RouterStats
-from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, default_codec
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, REQUEST, default_codec
 from notify_core.db.connect import connect, make_pool
 from notify_core.db.migrate import migrate
-from notify_core.kafka_clients import make_producer
+from notify_core.kafka_clients import make_admin, make_consumer, make_producer
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
-from producer import NotificationClient
+from producer import NotificationClient, NotificationRequest
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +203,55 @@ def test_quiet_hours_defer_until_morning_then_release(env: RouterEnv) -> None:
     env.run(clock=lambda: night + timedelta(hours=9))  # 08:00 the next day
     [sms] = env.channel(Channel.SMS)
     assert sms["sms_text"] == "Hi Ada"
+
+
+def test_a_slow_group_join_does_not_end_a_burst_run_before_it_read_anything(env: RouterEnv) -> None:
+    """Burst mode used to count idle time from start-up: a join slower than ``idle_s`` followed by an
+    empty first fetch ended the run before it read anything. A busy CI machine can do both."""
+    add_full_user(env.repo, "u-late")
+    names = topic_names(env.settings)
+    admin = make_admin(env.settings)
+    # The request waits in an open transaction, so the router's first fetch after joining is empty.
+    writer = make_producer(env.settings, transactional_id=f"late-{uuid.uuid4().hex[:8]}")
+    writer.init_transactions(30)
+    writer.begin_transaction()
+    value = default_codec().encode(REQUEST, NotificationRequest.parse(request("u-late")).to_avro())
+    writer.produce(names.requests, key=b"u-late", value=value)
+    writer.flush(10)
+    # Another member holds the group and stops polling: the router's join waits until it is dropped
+    # (max.poll.interval.ms), longer than the router's idle budget.
+    holder = make_consumer(
+        env.settings,
+        env.settings.router_group,
+        **{"session.timeout.ms": 6000, "max.poll.interval.ms": 8000},
+    )
+    holder.subscribe([names.requests])
+    deadline = monotonic() + 30
+    while not holder.assignment():
+        assert monotonic() < deadline, "the holder never joined"
+        holder.poll(0.2)
+    holder_id = holder.memberid()
+
+    def commit_once_the_router_holds_the_partitions() -> None:
+        until = monotonic() + 60
+        while monotonic() < until:
+            group = admin.describe_consumer_groups([env.settings.router_group])[env.settings.router_group]
+            members = group.result(10).members
+            routers = [m for m in members if m.member_id != holder_id and m.assignment.topic_partitions]
+            if len(members) == 1 and routers:  # the holder is gone and the router has the partitions
+                break
+            sleep(0.1)
+        sleep(1.0)  # the router has seen its partitions and found them empty by now
+        writer.commit_transaction(30)
+
+    committer = threading.Thread(target=commit_once_the_router_holds_the_partitions)
+    started = monotonic()
+    committer.start()
+    try:
+        stats = env.router().run(stop_when_idle=True, idle_s=5.0, max_runtime_s=120)
+    finally:
+        committer.join(90)
+        holder.close()
+    assert monotonic() - started > 5, "the join was not slower than the idle budget: this proves nothing"
+    assert stats.records == 1
+    assert len(env.channel(Channel.IOS)) == 2
