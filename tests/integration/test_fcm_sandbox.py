@@ -242,7 +242,9 @@ async def test_stalled_send_times_out_as_retry(sandbox: FcmSandbox, make_adapter
     sandbox.faults.add(STALL, times=1)
     started = time.monotonic()
     assert await adapter.send(message()) == Outcome.retry("timeout")
-    assert time.monotonic() - started < 2
+    # The stall never ends by itself, so only the client's timeout got us here; the bound is loose
+    # on purpose (a hang guard, not a speed check).
+    assert time.monotonic() - started < 10
     assert (await adapter.send(message("d-2"))).status is Status.SENT
 
 
@@ -483,7 +485,6 @@ async def test_send_endpoint_validates_like_fcm(sandbox: FcmSandbox, account: Se
 @pytest.mark.asyncio
 async def test_200_concurrent_sends_on_a_bounded_pool(sandbox: FcmSandbox, make_adapter: MakeAdapter) -> None:
     adapter = make_adapter(max_connections=8)
-    started = time.monotonic()
     outcomes = await asyncio.wait_for(
         asyncio.gather(*(adapter.send(message(f"d-{i}", data={"i": str(i)})) for i in range(200))),
         timeout=10,
@@ -493,7 +494,6 @@ async def test_200_concurrent_sends_on_a_bounded_pool(sandbox: FcmSandbox, make_
     assert sorted(int(r.payload["data"]["i"]) for r in sandbox.recorder.delivered()) == list(range(200))
     assert 1 <= len(sandbox.connections) <= 8  # keep-alive connections, never more than the limit
     assert sandbox.token_requests == 1
-    assert time.monotonic() - started < 5
 
 
 def test_threaded_sandbox_and_adapter_from_settings(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:

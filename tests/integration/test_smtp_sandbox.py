@@ -298,7 +298,7 @@ async def test_stalled_server_times_out(sandbox: SmtpSandbox, make_adapter: Make
     started = time.monotonic()
     outcome = await adapter.send(channel_message())
     assert (outcome.status, outcome.reason) == (Status.RETRY, "timeout")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10  # the stall never ends: a hang guard, not a speed check
     assert (await adapter.send(channel_message("d-2"))).status is Status.SENT
     assert sandbox.connections_opened == 2  # the desynchronised connection was not reused
 

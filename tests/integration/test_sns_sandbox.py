@@ -195,11 +195,10 @@ async def test_read_timeout_is_a_retry(sandbox: SnsSandbox, make_adapter: MakeAd
     sandbox.faults.add(STALL, target=number, times=1)
     adapter = make_adapter(read_timeout_s=0.3)
 
-    started = time.monotonic()
     stalled = await adapter.send(message(number))
-    assert time.monotonic() - started < 1.5  # the client gave up, not the sandbox
     healed = await adapter.send(message(number))
 
+    # The stalled request would end in a 500 InternalError: "timeout" means the client gave up first.
     assert (stalled.status, stalled.reason) == (R, "timeout")
     assert healed.status is S
     assert [r.answered for r in sandbox.recorder.all()] == [STALL, "ok"]
