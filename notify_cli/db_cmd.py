@@ -15,12 +15,10 @@ from notify_core.userdata.seed import seed_demo
 def register(commands: Any) -> None:
     parser = commands.add_parser("db", help="database schema and demo data")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("migrate", help="apply pending SQL migrations (idempotent)").set_defaults(
-        handler=run, action="migrate"
-    )
+    actions.add_parser("migrate", help="apply pending SQL migrations (idempotent)").set_defaults(handler=run)
     actions.add_parser(
         "seed", help="create the demo users, categories and templates (idempotent)"
-    ).set_defaults(handler=run, action="seed")
+    ).set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -72,6 +72,5 @@ async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: fl
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     stats = asyncio.run(serve(settings, Channel(args.channel), burst=args.burst, idle_s=args.idle))
-    summary = {k: v for k, v in vars(stats).items() if isinstance(v, int)}
-    print(json.dumps({"channel": args.channel, **summary}))
+    print(json.dumps({"channel": args.channel, **stats.counts()}))
     return 0

@@ -34,6 +34,8 @@ DEAD_LETTER = "dead_letter"
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 CONTENT_TYPE = "application/vnd.apache.avro+binary; encoding=single-object"
+# The Kafka headers every record we produce carries (confluent-kafka's header list shape).
+CONTENT_TYPE_HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", CONTENT_TYPE.encode())]
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
 _FILE_NAME = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 import confluent_kafka
 
@@ -16,11 +15,12 @@ from notify_core.kafka_clients import make_producer, translate
 from notify_core.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]]
+CLOSE_TIMEOUT_S = 10.0
 
 
 class AsyncProducer:
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
-        self._producer = make_producer(settings, **overrides)
+    def __init__(self, settings: Settings) -> None:
+        self._producer = make_producer(settings)
         self._timeout_s = settings.produce_timeout_s
         self._running = True
         self._poller = threading.Thread(target=self._poll_forever, name="notify-async-producer", daemon=True)
@@ -45,9 +45,9 @@ class AsyncProducer:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(done, self._timeout_s + 5)
 
-    def close(self, timeout_s: float = 10.0) -> int:
+    def close(self) -> int:
         """Flush (bounded) and stop the poller; returns how many records were still unsent."""
-        left = self._producer.flush(timeout_s)
+        left = self._producer.flush(CLOSE_TIMEOUT_S)
         self._running = False
         self._poller.join()
         return left

@@ -52,9 +52,7 @@ def end_offsets(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> d
     """Each partition's high watermark now: pass it as ``since`` to read only what comes after."""
     consumer = make_consumer(settings, f"notify-reader-{uuid.uuid4()}")
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        return {p: _watermarks(consumer, topic, p, timeout_s)[1] for p in partitions}
+        return {p: high for p, (_, high) in _partition_marks(consumer, topic, timeout_s).items()}
     finally:
         consumer.close()
 
@@ -78,9 +76,7 @@ def read_records(
     consumer = make_consumer(settings, f"notify-reader-{uuid.uuid4()}")
     records: list[Record] = []
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        marks = {p: _watermarks(consumer, topic, p, timeout_s) for p in partitions}
+        marks = _partition_marks(consumer, topic, timeout_s)
         # A `since` offset already deleted by retention starts at the oldest record left.
         starts = {p: max((since or {}).get(p, low), low) for p, (low, _) in marks.items()}
         # Partitions already read to their end (empty, or `since` at the end) need no fetch at all.
@@ -132,6 +128,15 @@ def read_positions(
     finally:
         consumer.close()
     return [found[p] for p in positions if p in found]
+
+
+def _partition_marks(
+    consumer: confluent_kafka.Consumer, topic: str, timeout_s: float
+) -> dict[int, tuple[int, int]]:
+    """Each partition's (start, end) now; no partitions for a topic that does not exist."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s)
+    partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+    return {p: _watermarks(consumer, topic, p, timeout_s) for p in partitions}
 
 
 def _watermarks(

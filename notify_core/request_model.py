@@ -32,6 +32,8 @@ from notify_core.topics import Channel
 AVRO_LONG_MIN, AVRO_LONG_MAX = -(2**63), 2**63 - 1
 MAX_PARAMS = 100
 MAX_PARAM_STRING = 10_000
+# BCP 47-ish: a language, then optional subtags ("en", "fr-CA", "zh-Hant-TW").
+LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 
 Priority = Literal["low", "normal", "high", "critical"]
 ParamValue = StrictBool | StrictInt | StrictFloat | StrictStr | None
@@ -61,7 +63,7 @@ class NotificationRequest(BaseModel):
     metadata: dict[
         Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=1024)]
     ] = Field(default_factory=dict, max_length=50)
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None = None
+    locale: Annotated[str, Field(pattern=LOCALE_PATTERN)] | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     send_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None

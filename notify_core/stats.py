@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+# How many recent latencies a long-running process keeps for its figures (about 0.8 MB).
+LATENCY_SAMPLES = 100_000
+
 
 def percentile(samples: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile; ``pct`` in [0, 100]. Raises ValueError on an empty sample."""

@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import confluent_kafka
 
-from notify_core.codec import CONTENT_TYPE, REQUEST, AvroCodec, default_codec
+from notify_core.codec import CONTENT_TYPE_HEADERS, REQUEST, AvroCodec, default_codec
 from notify_core.exceptions import DeliveryError
 from notify_core.kafka_clients import make_producer
 from notify_core.settings import Settings
@@ -175,7 +175,7 @@ class NotificationClient:
 
     @staticmethod
     def _headers() -> list[tuple[str, str | bytes | None]]:
-        return [("content-type", CONTENT_TYPE.encode()), *trace_headers()]
+        return [*CONTENT_TYPE_HEADERS, *trace_headers()]
 
     def _produce(
         self,

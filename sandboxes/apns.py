@@ -430,9 +430,6 @@ class SandboxThread(ServingThread[ApnsSandbox]):
     def ca_path(self) -> Path:
         return self.sandbox.ca_path
 
-    def drop_connections(self) -> None:
-        self.call(self.sandbox.drop_connections)
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -94,6 +94,10 @@ class Recorder:
         with self._lock:
             return list(self._items)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
     def delivered(self) -> list[Received]:
         return [r for r in self.all() if r.answered == "ok"]
 

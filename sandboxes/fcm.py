@@ -389,16 +389,8 @@ class FcmSandboxThread(ServingThread[FcmSandbox]):
     """Handle on a sandbox serving from its own thread; ``faults`` and ``recorder`` are thread-safe."""
 
     @property
-    def port(self) -> int:
-        return self.sandbox.port
-
-    @property
     def endpoint(self) -> str:
         return self.sandbox.endpoint
-
-    @property
-    def token_uri(self) -> str:
-        return self.sandbox.token_uri
 
     @property
     def faults(self) -> FaultPlan:

@@ -50,8 +50,7 @@ def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
         from consumers.delivery.sms import SmsAdapter
         from sandboxes.sns import SnsSandbox
 
-        sns = SnsSandbox.run_in_thread(port=0)
-        try:
+        with SnsSandbox.run_in_thread(port=0) as sns:
 
             def sms() -> Adapter:
                 return SmsAdapter(
@@ -64,8 +63,6 @@ def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
                 )
 
             yield LocalProvider("sns", sms, sns.faults, sns.recorder)
-        finally:
-            sns.stop()
     elif channel is Channel.ANDROID:
         from consumers.delivery.fcm import AccessToken, FcmAdapter
         from sandboxes.fcm import FcmSandbox

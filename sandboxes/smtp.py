@@ -255,7 +255,7 @@ class SmtpSandbox:
         for rcpt in envelope.rcpt_tos:
             self.recorder.add(Received(target=rcpt, payload=payload, headers=headers, answered=fault or "ok"))
         if fault is None:
-            return f"250 2.0.0 OK: queued as {server.number}-{len(self.recorder.all())}"
+            return f"250 2.0.0 OK: queued as {server.number}-{len(self.recorder)}"
         reply = fault.removeprefix(DATA_FAULT_PREFIX)
         if reply in (DROP, STALL):  # the message arrived, the client never hears so: a duplicate risk
             if reply == DROP:

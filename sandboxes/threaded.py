@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, Self, TypeVar
 
 T = TypeVar("T")
@@ -34,14 +33,6 @@ class ServingThread(Generic[S]):
         self._thread = threading.Thread(target=self._serve, args=(ready,), name=name, daemon=True)
         self._thread.start()
         self._loop, self._stop = ready.result(timeout=start_timeout_s)
-
-    def call(self, action: Callable[[], Awaitable[T]], timeout_s: float = 10.0) -> T:
-        """Run a coroutine of the sandbox's on its loop, from any other thread."""
-
-        async def run() -> T:
-            return await action()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=timeout_s)
 
     def stop(self) -> None:
         if self._thread.is_alive():

@@ -9,7 +9,7 @@ Contract:
   its worker subprocesses) are serialised by a lock file, so they never see a mixed set.
 - ``server_context(paths)`` / ``client_context(ca_path)`` build TLS 1.2+ contexts for either side.
   The server offers ALPN when asked, but still accepts clients that offer none.
-- ``generate_es256_key()`` / ``ensure_es256_key(directory)``: a P-256 key as Apple issues it
+- ``generate_es256_key()``: a P-256 key as Apple issues it
   (PKCS#8 PEM, the ``.p8`` format) plus its public half, which a sandbox verifies JWTs with.
 
 Nothing here is fit for production: keys are unencrypted and the CA signs anything for loopback.
@@ -84,31 +84,11 @@ def client_context(ca_path: Path | str, alpn: Sequence[str] = ()) -> ssl.SSLCont
 
 def generate_es256_key() -> Es256Key:
     key = ec.generate_private_key(ec.SECP256R1())
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    private_pem = _key_pem(key)
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return Es256Key(private_pem.decode(), public_pem.decode())
-
-
-def ensure_es256_key(directory: Path, name: str = "apns_test_key") -> Es256Key:
-    """Reuse ``<name>.p8`` in ``directory`` (so several processes sign with one key), or create it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    p8 = directory / f"{name}.p8"
-    with _locked(directory / ".tls.lock"):
-        if p8.exists():
-            private_pem = p8.read_text()
-            key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-            if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-                public_pem = key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-                return Es256Key(private_pem, public_pem.decode())
-        made = generate_es256_key()
-        _write_atomic(p8, made.private_pem.encode(), private=True)
-        return made
 
 
 @contextmanager

@@ -44,7 +44,6 @@ class DeliveryEnv:
             log,
             provider="sandbox",
             deactivate=deactivate,
-            group=f"{self.settings.topic_prefix}-{self.channel.value}",
         )
 
     async def run(self, adapter: Adapter, idle_s: float = 2.0, **kwargs: Any) -> WorkerStats:
@@ -70,7 +69,13 @@ class DeliveryEnv:
 @asynccontextmanager
 async def delivery_env(settings: Settings, schema: str, channel: Channel) -> AsyncIterator[DeliveryEnv]:
     fast = settings.model_copy(
-        update={"delivery_backoff_base_s": 0.2, "delivery_backoff_max_s": 1.0, "delivery_max_attempts": 3}
+        update={
+            "delivery_backoff_base_s": 0.2,
+            "delivery_backoff_max_s": 1.0,
+            "delivery_max_attempts": 3,
+            # Groups of this test's own, derived the way every worker derives them.
+            "worker_group_prefix": settings.topic_prefix,
+        }
     )
     pool = await make_async_pool(fast, schema=schema, max_size=4)
     try:

@@ -21,7 +21,7 @@ def _build(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
     if channel is Channel.IOS:
         from consumers.delivery.apns import ApnsAdapter
 
-        return ApnsAdapter.from_settings(settings, ca_file=settings.apns_ca_file), "apns"
+        return ApnsAdapter.from_settings(settings), "apns"
     if channel is Channel.ANDROID:
         from consumers.delivery.fcm import FcmAdapter
 
@@ -32,4 +32,4 @@ def _build(channel: Channel, settings: Settings) -> tuple[Adapter, str]:
         return SmsAdapter.from_settings(settings), "sns"
     from consumers.delivery.email import EmailAdapter
 
-    return EmailAdapter.from_settings(settings, ca_file=settings.smtp_ca_file), "smtp"
+    return EmailAdapter.from_settings(settings), "smtp"

@@ -292,9 +292,10 @@ class ApnsAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ApnsAdapter:
-        """``kwargs``: ca_file, timeout_s, max_connections, max_in_flight (not settings yet)."""
+        """``kwargs``: timeout_s, max_connections, max_in_flight (not settings yet); ``ca_file`` overrides."""
         if settings.apns_key is None:
             raise ValueError("NOTIFY_APNS_KEY (the .p8 key content) is not set")
+        kwargs.setdefault("ca_file", settings.apns_ca_file)
         return cls(
             endpoint=settings.apns_endpoint,
             key_pem=settings.apns_key.get_secret_value(),

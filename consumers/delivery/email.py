@@ -320,7 +320,8 @@ class EmailAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> EmailAdapter:
-        """``kwargs``: ca_file, transactional_categories, local_hostname, max_idle_s, clock."""
+        """``kwargs``: transactional_categories, local_hostname, max_idle_s, clock; ``ca_file`` overrides."""
+        kwargs.setdefault("ca_file", settings.smtp_ca_file)
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         return cls(
             host=settings.smtp_host,

@@ -129,9 +129,8 @@ def classify_exception(exc: BaseException) -> Outcome:
         return Outcome.retry("timeout", detail="read timeout: SNS may have sent it, a retry may duplicate")
     if isinstance(exc, ConnectTimeoutError):
         return Outcome.retry("timeout", detail="connect timeout: nothing was sent")
-    if isinstance(exc, BotoConnectionError):  # refused, DNS, TLS, proxy: nothing was sent
-        return Outcome.retry("connection_error", detail=type(exc).__name__)
-    if isinstance(exc, HTTPClientError):  # connection dropped mid-request: may have been sent
+    # Refused, DNS, TLS or proxy (nothing was sent), or dropped mid-request (it may have been sent).
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
         return Outcome.retry("connection_error", detail=type(exc).__name__)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return Outcome.permanent("config_error", detail=type(exc).__name__)

@@ -17,6 +17,7 @@ import functools
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,13 +34,14 @@ from consumers.delivery.offsets import OffsetTracker
 from consumers.delivery.outcome import Outcome
 from consumers.delivery.rate_limit import TokenBucket
 from notify_core.burst import BurstStop
-from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE, DEAD_LETTER, EVENT, default_codec
+from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE_HEADERS, DEAD_LETTER, EVENT, default_codec
 from notify_core.events import Failure, dead_letter, event
 from notify_core.exceptions import DecodeError, NotifyError
 from notify_core.kafka_async import AsyncProducer
 from notify_core.kafka_clients import make_consumer, translate
 from notify_core.records import Record
 from notify_core.settings import Settings
+from notify_core.stats import LATENCY_SAMPLES
 from notify_core.topics import Channel, topic_names
 
 log = structlog.get_logger(__name__)
@@ -73,9 +75,21 @@ class WorkerStats:
     skipped_done: int = 0  # redelivered records whose delivery had already ended
     deferred_busy: int = 0  # another live worker held the lease
     deactivated: int = 0
-    send_seconds: list[float] = field(default_factory=list)
+    # The latest provider-call latencies: bounded, a worker runs for weeks.
+    send_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     first_send_at: float | None = None
     last_done_at: float | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "consumed": self.consumed,
+            "sent": self.sent,
+            "retried": self.retried,
+            "dead_lettered": self.dead_lettered,
+            "skipped_done": self.skipped_done,
+            "deferred_busy": self.deferred_busy,
+            "deactivated": self.deactivated,
+        }
 
 
 class Worker:
@@ -177,7 +191,7 @@ class Worker:
             await asyncio.to_thread(producer.close)
             await on_kafka(consumer.close)
             kafka.shutdown(wait=True)
-        log.info("worker_stopped", channel=self._channel.value, **_summary(self.stats))
+        log.info("worker_stopped", channel=self._channel.value, **self.stats.counts())
         if self._failure is not None:
             raise self._failure
         return self.stats
@@ -329,7 +343,7 @@ class Worker:
             soon = now + timedelta(seconds=2 * self._settings.delivery_backoff_base_s)
             copy = {**message, "not_before": min(claim.busy_until or soon, soon)}
             await producer.produce(
-                self._retry_topic, self._codec.encode(CHANNEL_MESSAGE, copy), record.key, _HEADERS
+                self._retry_topic, self._codec.encode(CHANNEL_MESSAGE, copy), record.key, CONTENT_TYPE_HEADERS
             )
             return
 
@@ -359,7 +373,7 @@ class Worker:
             await self._log.mark_failed(message["delivery_id"], "retrying", step.message, now)
             copy = {**message, "attempt": claim.attempts, "not_before": step.not_before}
             await producer.produce(
-                self._retry_topic, self._codec.encode(CHANNEL_MESSAGE, copy), record.key, _HEADERS
+                self._retry_topic, self._codec.encode(CHANNEL_MESSAGE, copy), record.key, CONTENT_TYPE_HEADERS
             )
             self.stats.retried += 1
             await self._event(producer, message, "FAILED_RETRYING", now, reason=step.error_type, **common)
@@ -397,7 +411,9 @@ class Worker:
             attempts=attempts,
             first_failed_at=first_failed_at,
         )
-        await producer.produce(self._dlq_topic, self._codec.encode(DEAD_LETTER, letter), record.key, _HEADERS)
+        await producer.produce(
+            self._dlq_topic, self._codec.encode(DEAD_LETTER, letter), record.key, CONTENT_TYPE_HEADERS
+        )
         self.stats.dead_lettered += 1
         if message is not None:
             await self._event(
@@ -420,10 +436,9 @@ class Worker:
             **fields,
         )
         key = str(message["notification_id"]).encode()
-        await producer.produce(self._events_topic, self._codec.encode(EVENT, record), key, _HEADERS)
-
-
-_HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", CONTENT_TYPE.encode())]
+        await producer.produce(
+            self._events_topic, self._codec.encode(EVENT, record), key, CONTENT_TYPE_HEADERS
+        )
 
 
 def _pause_at(consumer: confluent_kafka.Consumer, tp: confluent_kafka.TopicPartition) -> None:
@@ -443,15 +458,3 @@ def send_rate(settings: Settings, channel: Channel) -> float:
         Channel.SMS: settings.sms_max_per_second,
         Channel.EMAIL: settings.rate_limit_email,
     }[channel]
-
-
-def _summary(stats: WorkerStats) -> dict[str, int]:
-    return {
-        "consumed": stats.consumed,
-        "sent": stats.sent,
-        "retried": stats.retried,
-        "dead_lettered": stats.dead_lettered,
-        "skipped_done": stats.skipped_done,
-        "deferred_busy": stats.deferred_busy,
-        "deactivated": stats.deactivated,
-    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,10 +29,11 @@ from consumers.router.policy import cap_key
 from consumers.router.render import Renderer
 from consumers.router.state import RouterState
 from notify_core.burst import BurstStop
-from notify_core.codec import CONTENT_TYPE, REQUEST, AvroCodec, default_codec
+from notify_core.codec import CONTENT_TYPE_HEADERS, REQUEST, default_codec
 from notify_core.kafka_clients import make_consumer, make_producer, translate
 from notify_core.records import Record
 from notify_core.settings import Settings
+from notify_core.stats import LATENCY_SAMPLES
 from notify_core.topics import Channel, topic_names
 from notify_core.userdata.repository import UserDataRepository
 
@@ -53,7 +54,8 @@ class RouterStats:
     released: int = 0
     aborted: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
-    batch_seconds: list[float] = field(default_factory=list)  # wall time of each committed batch
+    # Wall time of the latest committed batches: bounded, the router runs for weeks.
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     first_batch_at: float | None = None  # time.monotonic() when the first batch started
     last_batch_at: float | None = None  # ... and when the last one committed
 
@@ -67,12 +69,11 @@ class Router:
         connect: Callable[[], psycopg.Connection[Any]],
         repository: UserDataRepository,
         *,
-        codec: AvroCodec | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
         self._names = topic_names(settings)
-        self._codec = codec or default_codec()
+        self._codec = default_codec()
         self._repo = repository
         self._connect = connect
         self._clock = clock
@@ -191,14 +192,16 @@ class Router:
 
     def _lookups(self, parsed: list[Parsed], state: RouterState, now: datetime) -> Lookups:
         users = sorted({p.request.user_id for p in parsed})
-        categories = {p.request.category for p in parsed}
+        categories = {c: self._repo.get_category(c) for c in {p.request.category for p in parsed}}
         template_ids = {p.request.template_id for p in parsed}
-        own_cap_keys = [cap_key(str(p.request.notification_id), c) for p in parsed for c in Channel]
-        pairs = sorted({(p.request.user_id, p.request.category) for p in parsed})
+        # Usage matters only where a cap applies: most categories have none, and then no query runs.
+        capped = [p for p in parsed if categories[p.request.category].daily_caps]
+        own_cap_keys = [cap_key(str(p.request.notification_id), c) for p in capped for c in Channel]
+        pairs = sorted({(p.request.user_id, p.request.category) for p in capped})
         return Lookups(
             seen=state.seen([k for p in parsed for k in p.keys], now),
             contexts=self._repo.get_contexts(users),
-            categories={c: self._repo.get_category(c) for c in categories},
+            categories=categories,
             templates={t: self._repo.get_templates(t) for t in template_ids},
             cap_usage=state.cap_usage(pairs, own_cap_keys, now),
         )
@@ -211,7 +214,7 @@ class Router:
         records: Sequence[Record],
     ) -> None:
         producer.begin_transaction()
-        headers: list[tuple[str, str | bytes | None]] = [("content-type", CONTENT_TYPE.encode())]
+        headers = CONTENT_TYPE_HEADERS
         for topic, key, value in outputs:
             self._produce(producer, topic, key, value, headers)
         next_offsets: dict[tuple[str, int], int] = {}
@@ -266,7 +269,7 @@ class Router:
             # Kafka commits before the rows are marked: a crash in between re-releases them, and the
             # channel workers' delivery log (keyed by delivery_id) keeps the user from a second copy.
             producer.begin_transaction()
-            headers: list[tuple[str, str | bytes | None]] = [("content-type", CONTENT_TYPE.encode())]
+            headers = CONTENT_TYPE_HEADERS
             for message in due:
                 self._produce(producer, message.topic, message.key, message.value, headers)
             producer.commit_transaction(TXN_TIMEOUT_S)

@@ -20,11 +20,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from consumers.router.exceptions import RenderError
+from consumers.router.policy import PUSH
 from consumers.router.sms_segments import segments
 from notify_core.topics import Channel
 from notify_core.userdata.models import Template
 
-PUSH = frozenset({Channel.IOS, Channel.ANDROID})
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
 
 

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from notify_core.db.cache import TtlCache
 from notify_core.exceptions import DatabaseError, InvalidUserData
+from notify_core.request_model import LOCALE_PATTERN
 from notify_core.topics import Channel
 from notify_core.userdata.models import (
     Category,
@@ -35,7 +36,7 @@ from notify_core.userdata.models import (
 )
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+LOCALE = re.compile(LOCALE_PATTERN)
 PUSH_PLATFORMS = {"ios": Channel.IOS, "android": Channel.ANDROID}
 
 
