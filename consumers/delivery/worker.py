@@ -248,12 +248,11 @@ class Worker:
         self, _consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
     ) -> None:
         # Called on the Kafka thread inside consume(): commit what is done, then let the partitions go.
+        # Everything ready is committed, kept partitions too: committable() counts it all as committed
+        # from here on, so leaving the kept ones out would drop their progress until they move again.
         with self._tracker_lock:
-            ready = self._tracker.committable()
             offsets = [
-                confluent_kafka.TopicPartition(t, p, o)
-                for (t, p), o in ready.items()
-                if any(tp.topic == t and tp.partition == p for tp in partitions)
+                confluent_kafka.TopicPartition(t, p, o) for (t, p), o in self._tracker.committable().items()
             ]
             for tp in partitions:
                 self._tracker.forget(tp.topic, tp.partition)
