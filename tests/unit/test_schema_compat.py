@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from itertools import product
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from notify_core.codec import SCHEMA_DIR, default_codec
+from notify_core.codec import DEAD_LETTER, SCHEMA_DIR, default_codec
 from tests.avro_strategies import records
 
 CODEC = default_codec()
@@ -48,3 +49,61 @@ def test_schema_files_are_documented_and_named_by_version(path: Any) -> None:
 @pytest.mark.parametrize("name", CODEC.names())
 def test_record_name_is_stable_across_versions(name: str) -> None:
     assert len({CODEC.schema(name, v)["name"] for v in CODEC.versions(name)}) == 1
+
+
+# --- dead_letter v1 <-> v2: the size fields --------------------------------------------------------
+DEAD_LETTER_V1: dict[str, Any] = {
+    "dead_letter_id": "d",
+    "failed_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "stage": "worker.ios",
+    "source_topic": "t",
+    "source_partition": 1,
+    "source_offset": 2,
+    "key": b"k",
+    "payload": b"p",
+    "headers": {"h": b"v"},
+    "error_type": "e",
+    "error_message": "m",
+    "attempts": 3,
+    "first_failed_at": None,
+}
+DEAD_LETTER_V2 = DEAD_LETTER_V1 | {"payload_size": 1, "payload_sha256": "ab", "payload_truncated": True}
+# Pinned: letters already on the dead-letter topics, and the shape every new one is written in.
+DEAD_LETTER_V1_BYTES = bytes.fromhex(
+    "c301324cbb8e89ef7cb6026480a0d5edee6614776f726b65722e696f730274020402026b02700202680276000265026d0600"
+)
+DEAD_LETTER_V2_BYTES = bytes.fromhex(
+    "c30134a2d84423531944026480a0d5edee6614776f726b65722e696f730274020402026b027002026802760002"
+    "65026d0600020204616201"
+)
+
+
+def test_dead_letters_are_written_as_v2() -> None:
+    """The codec writes the newest version; the v1 and v2 wire bytes stay what they were."""
+    assert CODEC.versions(DEAD_LETTER) == [1, 2]
+    assert CODEC.encode(DEAD_LETTER, DEAD_LETTER_V2) == DEAD_LETTER_V2_BYTES
+    assert DEAD_LETTER_V2_BYTES[2:10] == CODEC.fingerprint(DEAD_LETTER, 2)
+    assert CODEC.encode(DEAD_LETTER, DEAD_LETTER_V1, version=1) == DEAD_LETTER_V1_BYTES
+
+
+def test_a_v1_letter_reads_as_v2_with_the_size_unknown() -> None:
+    """Letters written before v2 are whole by construction; their size and digest were not recorded."""
+    decoded = CODEC.decode(DEAD_LETTER_V1_BYTES, DEAD_LETTER)
+    assert decoded == DEAD_LETTER_V1 | {
+        "payload_size": -1,
+        "payload_sha256": None,
+        "payload_truncated": False,
+    }
+
+
+def test_a_v2_letter_reads_as_v1_without_the_size_fields() -> None:
+    """A v1 reader (an older CLI) still reads new letters; it just does not see the new fields."""
+    assert CODEC.decode(DEAD_LETTER_V2_BYTES, DEAD_LETTER, version=1) == DEAD_LETTER_V1
+
+
+def test_the_v2_size_fields_have_defaults_both_ways() -> None:
+    """Every field v2 adds has a default, so v1 data resolves to v2 (and v2 to v1 drops them)."""
+    v1_fields = {f["name"] for f in CODEC.schema(DEAD_LETTER, 1)["fields"]}
+    added = [f for f in CODEC.schema(DEAD_LETTER, 2)["fields"] if f["name"] not in v1_fields]
+    assert [f["name"] for f in added] == ["payload_size", "payload_sha256", "payload_truncated"]
+    assert all("default" in f for f in added)
