@@ -1,14 +1,27 @@
-"""``notify dlq list|show|replay``: inspect and re-inject dead letters."""
+"""``notify dlq list|show|replay``: inspect and re-inject dead letters.
+
+Records on a dead-letter topic that are not dead letters are skipped and counted (on stderr, so
+``show``'s JSON lines stay clean); letters replay cannot re-inject are listed with the reason.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from consumers.delivery.dead_letters import Letter, Selection, read_letters, replay
+from consumers.delivery.dead_letters import (
+    Letter,
+    Refusal,
+    Selection,
+    Skipped,
+    replay,
+    scan_letters,
+    split_replayable,
+)
 from consumers.delivery.delivery_log import DeliveryLog
 from notify_core.codec import CHANNEL_MESSAGE, REQUEST, default_codec
 from notify_core.db.connect import make_async_pool
@@ -49,7 +62,10 @@ def _when(text: str) -> datetime:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     selection = Selection(reason=args.reason, since=args.since, until=args.until)
-    letters = read_letters(settings, args.source, selection)
+    scan = scan_letters(settings, args.source, selection)
+    letters = scan.letters
+    if scan.skipped:
+        print(skipped_report(scan.skipped), file=sys.stderr)
     if args.ids:
         wanted = set(args.ids)
         letters = [item for item in letters if item.letter["dead_letter_id"] in wanted]
@@ -57,14 +73,43 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for item in letters:
             print(_line(item))
         print(f"{len(letters)} dead letter(s)")
+        refused = split_replayable(letters, args.source)[1] if args.action == "replay" else []
+        if refused:
+            print(refused_report(refused), file=sys.stderr)
         return 0
     if args.action == "show":
         for item in letters:
             print(json.dumps(_shown(item, args.source), default=str, ensure_ascii=False))
         return 0
-    count = asyncio.run(_replay(settings, args.source, letters))
-    print(f"replayed {count} dead letter(s) from {args.source}")
+    replayable, refused = split_replayable(letters, args.source)
+    if refused:
+        print(refused_report(refused), file=sys.stderr)
+    count = asyncio.run(_replay(settings, args.source, replayable)) if replayable else 0
+    print(
+        f"replayed {count} dead letter(s) from {args.source}"
+        + (f", refused {len(refused)}" if refused else "")
+    )
     return 0
+
+
+def skipped_report(skipped: list[Skipped], *, limit: int = 10) -> str:
+    """How many DLQ records were skipped as undecodable, and why (the first ``limit`` of them)."""
+    lines = [f"skipped {len(skipped)} record(s) that are not dead letters (they do not decode as one):"]
+    lines += [f"  {_where(s.record.partition, s.record.offset)} {s.reason[:200]}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
+def refused_report(refused: list[Refusal]) -> str:
+    """One line per letter replay leaves where it is, with the reason."""
+    lines = [f"refused {len(refused)} dead letter(s) that cannot be replayed:"]
+    lines += [f"  {r.item.letter['dead_letter_id']} {r.reason[:300]}" for r in refused]
+    return "\n".join(lines)
+
+
+def _where(partition: int, offset: int) -> str:
+    return f"{partition}@{offset}"
 
 
 async def _replay(settings: Settings, source: str, letters: list[Letter]) -> int:
@@ -80,16 +125,23 @@ async def _replay(settings: Settings, source: str, letters: list[Letter]) -> int
 
 def _line(item: Letter) -> str:
     letter = item.letter
-    where = f"{item.record.partition}@{item.record.offset}"
+    where = _where(item.record.partition, item.record.offset)
     message = letter["error_message"].replace("\n", " ")[:80]
+    # The truncation note ends error_message, past what fits on the line: flag it up front.
+    cut = " TRUNCATED" if letter.get("payload_truncated") else ""
     return (
         f"{letter['failed_at']:%Y-%m-%d %H:%M:%S} {where:>8} {letter['dead_letter_id']} {letter['stage']:14}"
-        f" {letter['error_type']:22} attempts={letter['attempts']} {message}"
+        f" {letter['error_type']:22} attempts={letter['attempts']}{cut} {message}"
     )
 
 
 def _shown(item: Letter, source: str) -> dict[str, Any]:
     shown = {k: v for k, v in item.letter.items() if k not in ("payload", "key", "headers")}
+    if item.letter.get("payload_truncated"):
+        kept = len(item.letter["payload"])
+        shown["payload"] = f"<truncated: first {kept} of {item.letter['payload_size']} bytes kept>"
+        shown["key"] = (item.letter["key"] or b"").decode("utf-8", "replace")
+        return shown
     try:
         schema = REQUEST if source == "requests" else CHANNEL_MESSAGE
         shown["payload"] = default_codec().decode(item.letter["payload"], schema)
