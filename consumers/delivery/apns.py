@@ -61,6 +61,9 @@ from h2.exceptions import ProtocolError
 from consumers.delivery.outcome import Outcome
 from notify_core.settings import Settings
 
+# Apple's limit for an alert (VoIP may take 5120; we send alerts only). Apple answers 413
+# PayloadTooLarge; we refuse before sending, with the same reason, so no retry is spent on it.
+MAX_PAYLOAD_BYTES = 4096
 _APNS_ID_NAMESPACE = uuid.UUID("6f1c2b1e-8a57-4c43-9d3e-5b0f4a7e2c11")
 _DEACTIVATE = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"})
 _RETRY_REASONS = frozenset({"ExpiredProviderToken", "IdleTimeout"})
@@ -110,6 +113,11 @@ def build_payload(message: Mapping[str, Any]) -> dict[str, Any]:
     """Custom ``data`` keys at the top level, beside ``aps`` (which they cannot replace)."""
     data: Mapping[str, str] = message.get("data") or {}
     return {**data, "aps": {"alert": {"title": message["title"], "body": message["body"]}}}
+
+
+def payload_size(message: Mapping[str, Any]) -> int:
+    """Bytes of the JSON body sent for ``message``: aioapns dumps it with ``ensure_ascii=False``."""
+    return len(json.dumps(build_payload(message), ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 class ProviderToken(AuthorizationHeaderProvider):
@@ -313,6 +321,10 @@ class ApnsAdapter:
             ttl = int(message["expires_at"].timestamp()) - int(time.time())
             if ttl <= 0:
                 return Outcome.permanent("expired", detail="expires_at passed before the send")
+        size = payload_size(message)
+        if size > MAX_PAYLOAD_BYTES:
+            detail = f"payload of {size} bytes is over APNs' {MAX_PAYLOAD_BYTES}; not sent"
+            return Outcome.permanent("PayloadTooLarge", detail=detail)
         request = NotificationRequest(
             device_token=str(message["target"]),
             message=build_payload(message),

@@ -44,6 +44,10 @@ FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 MAX_TTL_S = 2_419_200  # FCM's limit (28 days); a longer ttl is INVALID_ARGUMENT
+# FCM's limit on a token message's notification + data; over it FCM answers 400 INVALID_ARGUMENT
+# "Message is too big". We refuse before sending, with that same reason, so no retry is spent on it.
+MAX_PAYLOAD_BYTES = 4096
+_SIZE_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # any time: the ttl it shapes is not counted
 
 _DEACTIVATE = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 _RETRY = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
@@ -145,6 +149,20 @@ def build_body(message: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
         android["collapse_key"] = str(message["collapse_id"])
     fcm["android"] = android
     return {"message": fcm}
+
+
+def payload_size(message: Mapping[str, Any]) -> int:
+    """Bytes of ``message``'s body that count against ``MAX_PAYLOAD_BYTES``."""
+    return _content_size(build_body(message, _SIZE_CLOCK))
+
+
+def _content_size(body: Mapping[str, Any]) -> int:
+    # Notification and data as compact UTF-8 JSON: what FCM counts (the token and android options
+    # are not payload).
+    fcm = body["message"]
+    content = {"notification": fcm.get("notification", {}), "data": fcm.get("data", {})}
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 # --- OAuth ------------------------------------------------------------------------------------------
@@ -297,7 +315,12 @@ class FcmAdapter:
         ttl = ttl_seconds(message.get("expires_at"), now)
         if ttl is not None and ttl <= 0:
             return Outcome.permanent("expired", detail="expires_at passed before the send")
-        payload = json.dumps(build_body(message, now), separators=(",", ":")).encode()
+        body = build_body(message, now)
+        size = _content_size(body)
+        if size > MAX_PAYLOAD_BYTES:
+            detail = f"notification and data of {size} bytes are over FCM's {MAX_PAYLOAD_BYTES}; not sent"
+            return Outcome.permanent("INVALID_ARGUMENT", detail=detail)
+        payload = json.dumps(body, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await self._send(payload)

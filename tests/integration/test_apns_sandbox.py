@@ -27,7 +27,7 @@ import pytest_asyncio
 from h2.connection import H2Connection
 from h2.events import DataReceived, ResponseReceived, StreamEnded
 
-from consumers.delivery.apns import ApnsAdapter, apns_id_for
+from consumers.delivery.apns import MAX_PAYLOAD_BYTES, ApnsAdapter, apns_id_for, payload_size
 from consumers.delivery.outcome import Outcome, Status
 from sandboxes.apns import REASON_STATUS, STALL, ApnsSandbox
 from sandboxes.tls import Es256Key, client_context, generate_es256_key
@@ -188,8 +188,9 @@ async def test_every_reason_then_recovery(
 
 
 @pytest.mark.asyncio
-async def test_sandbox_validates_token_and_size(sandbox: ApnsSandbox, make_adapter: MakeAdapter) -> None:
-    """Without injected faults: a non-hex token is BadDeviceToken, more than 4096 bytes is 413."""
+async def test_sandbox_validates_the_token(sandbox: ApnsSandbox, make_adapter: MakeAdapter) -> None:
+    """Without injected faults: a non-hex token is BadDeviceToken (the sandbox's 413 for a payload over
+    4096 bytes is proven over raw HTTP/2 below; the adapter no longer sends one)."""
     adapter = make_adapter(sandbox)
     bad_token = await adapter.send(message(target="not-a-token"))
     assert (bad_token.status, bad_token.reason, bad_token.deactivate_target) == (
@@ -197,13 +198,34 @@ async def test_sandbox_validates_token_and_size(sandbox: ApnsSandbox, make_adapt
         "BadDeviceToken",
         True,
     )
-    too_large = await adapter.send(message("d-2", data={"blob": "x" * 4100}))
-    assert (too_large.status, too_large.reason, too_large.deactivate_target) == (
+    assert [r.answered for r in sandbox.recorder.all()] == ["BadDeviceToken"]
+
+
+@pytest.mark.asyncio
+async def test_oversized_payload_is_permanent_without_a_request(
+    sandbox: ApnsSandbox, make_adapter: MakeAdapter
+) -> None:
+    """Over 4096 bytes is PayloadTooLarge (Apple's own reason) before any request: no retries are
+    spent on it, and the sandbox sees nothing. Exactly 4096 bytes is sent, and Apple's limit holds it:
+    the adapter measures the very bytes aioapns sends."""
+    adapter = make_adapter(sandbox)
+    room = MAX_PAYLOAD_BYTES - payload_size(message(data={"blob": ""}))
+    too_large = await adapter.send(message("d-1", data={"blob": "x" * (room + 1)}))
+    assert too_large == Outcome.permanent(
+        "PayloadTooLarge", detail="payload of 4097 bytes is over APNs' 4096; not sent"
+    )
+    unicode = await adapter.send(message("d-2", body="ü" * 2100))  # 4200 bytes as UTF-8
+    assert (unicode.status, unicode.reason, unicode.deactivate_target) == (
         Status.PERMANENT,
         "PayloadTooLarge",
         False,
     )
-    assert [r.answered for r in sandbox.recorder.all()] == ["BadDeviceToken", "PayloadTooLarge"]
+    assert sandbox.recorder.all() == []
+    assert sandbox.connections_opened == 0
+    at_limit = await adapter.send(message("d-3", data={"blob": "x" * room}))
+    assert at_limit.status is Status.SENT
+    [received] = sandbox.recorder.all()
+    assert received.answered == "ok"
 
 
 @pytest.mark.asyncio

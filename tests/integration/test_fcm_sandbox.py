@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import exceptions as google_exceptions
 
-from consumers.delivery.fcm import AccessToken, FcmAdapter
+from consumers.delivery.fcm import MAX_PAYLOAD_BYTES, AccessToken, FcmAdapter, payload_size
 from consumers.delivery.outcome import Outcome, Status
 from notify_core.settings import Settings
 from sandboxes.fcm import (
@@ -206,6 +206,27 @@ async def test_sandbox_rejects_a_malformed_token_as_fcm_does(
         "INVALID_ARGUMENT",
         False,
     )
+
+
+@pytest.mark.asyncio
+async def test_oversized_payload_is_permanent_without_a_request(
+    sandbox: FcmSandbox, make_adapter: MakeAdapter
+) -> None:
+    """Notification + data over 4096 bytes is INVALID_ARGUMENT (FCM's own answer, "Message is too
+    big") before any request or token grant: no retries are spent on it. Exactly 4096 bytes is sent,
+    and the sandbox, counting FCM's way, takes it."""
+    adapter = make_adapter()
+    room = MAX_PAYLOAD_BYTES - payload_size(message(data={"blob": ""}))
+    too_big = await adapter.send(message("d-1", data={"blob": "x" * (room + 1)}))
+    assert too_big == Outcome.permanent(
+        "INVALID_ARGUMENT", detail="notification and data of 4097 bytes are over FCM's 4096; not sent"
+    )
+    assert not too_big.deactivate_target  # the token is fine; the message is not
+    assert sandbox.recorder.all() == []
+    assert sandbox.token_requests == 0
+    at_limit = await adapter.send(message("d-2", data={"blob": "x" * room}))
+    assert at_limit.status is Status.SENT
+    assert [r.answered for r in sandbox.recorder.all()] == ["ok"]
 
 
 @pytest.mark.asyncio
