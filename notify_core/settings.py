@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     dlq_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
     events_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
 
+    # How long a consumer that stopped heartbeating keeps its partitions (librdkafka's default: 45 s).
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
+
     # --- Producer SDK -----------------------------------------------------------------------------
     # Upper bound for one send: librdkafka gives up on a message after this and we raise.
     produce_timeout_s: float = Field(default=15.0, gt=0)
@@ -121,7 +124,8 @@ class Settings(BaseSettings):
     delivery_max_in_flight: int = Field(default=256, ge=1, le=10_000)  # per worker process
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_s: float = Field(default=1.0, gt=0)
-    delivery_backoff_max_s: float = Field(default=300.0, gt=0)
+    # At most the largest retry tier (notify_core.topics.RETRY_TIERS_S): no retry waits longer than it.
+    delivery_backoff_max_s: float = Field(default=300.0, gt=0, le=300.0)
     delivery_shutdown_grace_s: float = Field(default=15.0, gt=0)
     # Provider calls per second per worker process, a token bucket in the worker; 0 means unlimited.
     # SMS is always paced, at sms_max_per_second.
@@ -184,8 +188,13 @@ class Settings(BaseSettings):
             conf["transaction.timeout.ms"] = 30_000
         return conf
 
-    def kafka_consumer(self, group_id: str) -> dict[str, Any]:
-        """A consumer that commits explicitly and sees only committed transactional output."""
+    def kafka_consumer(self, group_id: str, *, instance_id: str | None = None) -> dict[str, Any]:
+        """A consumer that commits explicitly and sees only committed transactional output.
+
+        With ``instance_id`` it is a static member of its group (KIP-345): a restarted process
+        with the same id takes its partitions straight back, with no rebalance and no wait for
+        its dead predecessor's session to lapse.
+        """
         conf = self.kafka_common()
         conf.update(
             {
@@ -198,8 +207,15 @@ class Settings(BaseSettings):
                 # Never act on output of an aborted router transaction.
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
+                # A killed member's partitions move after this, not after the 45 s default: the
+                # price is a rebalance when a process stalls for 10 s, which ours never do (the
+                # Kafka thread polls on its own).
+                "session.timeout.ms": self.consumer_session_timeout_ms,
+                "heartbeat.interval.ms": max(1000, self.consumer_session_timeout_ms // 4),
             }
         )
+        if instance_id is not None:
+            conf["group.instance.id"] = instance_id
         return conf
 
     def kafka_admin(self) -> dict[str, Any]:

@@ -6,10 +6,22 @@ uniquely named topics. Topics are created by ``notify topics apply``, never by b
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from notify_core.settings import Settings
+
+# Retry tiers, seconds: a retry waits in the smallest tier whose delay covers its wait, so a record
+# never queues behind another for longer than its own tier's delay (a 1 s retry is not stuck behind a
+# 300 s one). The largest tier is the longest any retry waits: longer waits are clamped to it.
+RETRY_TIERS_S: tuple[int, ...] = (1, 10, 60, 300)
+
+
+def retry_tier(wait_s: float) -> int:
+    """The tier for a retry due in ``wait_s`` seconds: the smallest that covers it, else the largest."""
+    index = bisect.bisect_left(RETRY_TIERS_S, wait_s)
+    return RETRY_TIERS_S[min(index, len(RETRY_TIERS_S) - 1)]
 
 
 class Channel(StrEnum):
@@ -40,8 +52,13 @@ class TopicNames:
     def channel(self, channel: Channel) -> str:
         return f"{self.prefix}.{channel.value}"
 
-    def retry(self, channel: Channel) -> str:
-        return f"{self.prefix}.{channel.value}.retry"
+    def retry(self, channel: Channel, tier_s: int) -> str:
+        """The retry topic of one tier (``RETRY_TIERS_S``): ``<prefix>.<channel>.retry.<tier>s``."""
+        return f"{self.prefix}.{channel.value}.retry.{tier_s}s"
+
+    def retries(self, channel: Channel) -> dict[str, int]:
+        """Every retry topic of ``channel``, with its tier's delay in seconds."""
+        return {self.retry(channel, tier): tier for tier in RETRY_TIERS_S}
 
     def dlq(self, channel: Channel) -> str:
         return f"{self.prefix}.{channel.value}.dlq"
@@ -49,7 +66,7 @@ class TopicNames:
     def all(self) -> list[str]:
         names = [self.requests, self.requests_dlq, self.events]
         for channel in Channel:
-            names += [self.channel(channel), self.retry(channel), self.dlq(channel)]
+            names += [self.channel(channel), *self.retries(channel), self.dlq(channel)]
         return names
 
 

@@ -20,8 +20,16 @@ def test_delay_stays_within_the_exponential_ceiling(attempt: int, seed: int) -> 
 
 
 @given(st.integers(min_value=1, max_value=10), st.floats(min_value=0, max_value=200), st.integers(0, 2**32))
-def test_retry_after_is_a_floor(attempt: int, retry_after: float, seed: int) -> None:
-    assert POLICY.delay(attempt, retry_after, random.Random(seed)) >= retry_after
+def test_retry_after_is_a_floor_up_to_the_policy_maximum(attempt: int, retry_after: float, seed: int) -> None:
+    """A provider's Retry-After is honoured, but a huge one is clamped to the policy's maximum."""
+    delay = POLICY.delay(attempt, retry_after, random.Random(seed))
+    assert delay >= min(retry_after, POLICY.max_s)
+    assert delay <= POLICY.max_s
+
+
+def test_a_far_future_retry_after_waits_no_longer_than_the_maximum() -> None:
+    """A Retry-After of a year (or a date in year 9000) parks the delivery for max_s, not a year."""
+    assert POLICY.delay(1, 365 * 86_400.0, random.Random(1)) == POLICY.max_s
 
 
 def test_jitter_spreads_delays() -> None:

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from notify_core.settings import Settings
 from notify_core.topic_admin import ObservedTopic, drift, format_table, plan
-from notify_core.topics import Channel, TopicNames, TopicSpec, topic_specs
+from notify_core.topics import RETRY_TIERS_S, Channel, TopicNames, TopicSpec, retry_tier, topic_specs
+
+TIERS = (".retry.1s", ".retry.10s", ".retry.60s", ".retry.300s")
 
 
 def test_every_topic_the_pipeline_uses_is_named() -> None:
+    """Each channel has its topic, one retry topic per tier, and a dead-letter topic."""
     names = TopicNames("notifications")
     assert names.all() == [
         "notifications.requests",
         "notifications.requests.dlq",
         "notifications.events",
-        *(f"notifications.{c}{suffix}" for c in Channel for suffix in ("", ".retry", ".dlq")),
+        *(f"notifications.{c}{suffix}" for c in Channel for suffix in ("", *TIERS, ".dlq")),
     ]
-    assert len(set(names.all())) == 15
+    assert len(set(names.all())) == 27
+    assert names.retries(Channel.SMS)["notifications.sms.retry.60s"] == 60
+
+
+def test_a_retry_goes_to_the_smallest_tier_that_covers_its_wait() -> None:
+    """No retry waits behind a longer one than its tier's delay; waits past the largest are clamped."""
+    cases = {0.0: 1, 0.2: 1, 1.0: 1, 1.01: 10, 9.9: 10, 10.0: 10, 59.0: 60, 61.0: 300, 300.0: 300}
+    assert {wait: retry_tier(wait) for wait in cases} == cases
+    assert retry_tier(10**9) == max(RETRY_TIERS_S)
+    assert retry_tier(-5) == min(RETRY_TIERS_S)
 
 
 def test_specs_take_partitions_and_retention_from_settings() -> None:
