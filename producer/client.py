@@ -3,6 +3,15 @@
 A send returns only once the broker has acknowledged the record (``acks=all`` on an idempotent
 producer), or raises ``DeliveryError`` once ``Settings.produce_timeout_s`` has passed: it never hangs.
 One background thread serves librdkafka's delivery reports for the sync, asyncio and batch APIs.
+
+Timeout contract: ``send``, ``send_async``, ``send_batch``, ``send_batch_async`` and ``close`` wait on
+Kafka (for room in the local queue, then for acknowledgements) for at most ``produce_timeout_s``, and
+return or raise within it plus thread wake-up latency (a few ms; ``close`` up to one 50 ms poll more).
+A batch's validating and encoding is the caller's own CPU time, proportional to its size, and comes on
+top. librdkafka's own report, with its reason (``_MSG_TIMED_OUT``, ``UNKNOWN_TOPIC_OR_PART``, ...), is
+what the caller sees whenever it arrives within the budget: see ``_message_timeout_ms``. A send that timed
+out may still be stored by the broker (as with any timeout); the router deduplicates on
+``notification_id`` and ``idempotency_key``.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -30,8 +39,40 @@ from notify_core.tracing import trace_headers
 from producer.models import NotificationRequest
 
 RequestLike = NotificationRequest | Mapping[str, Any]
-# Slack on top of librdkafka's own message timeout, so its report (with the reason) wins the race.
-_WAIT_SLACK_S = 5.0
+# librdkafka looks for timed-out messages once a second (hard-coded), so it reports a timeout up to 1 s
+# after message.timeout.ms: the old cause of sends overshooting their timeout by up to a second.
+_TIMEOUT_SCAN_S = 1.0
+# From librdkafka queueing a report to a waiting caller seeing it (the poller's wake-up, the GIL).
+_REPORT_MARGIN_S = 0.05
+# Below this budget, no message timeout gets librdkafka's report in time without giving up in the
+# first third of the budget; our own deadline answers when it is late.
+_MIN_TIMEOUT_SHARE = 1 / 3
+# How long a send waits for room in a full local queue before trying again.
+_QUEUE_FULL_PAUSE_S = 0.005
+
+
+def _message_timeout_ms(budget_s: float) -> int:
+    """librdkafka's ``message.timeout.ms`` for sends bounded by ``budget_s``: early enough that its report
+    (scan delay included) reaches the caller within the budget, for budgets of ~1.6 s and more."""
+    seconds = max(budget_s - _TIMEOUT_SCAN_S - _REPORT_MARGIN_S, budget_s * _MIN_TIMEOUT_SHARE)
+    return max(1, int(seconds * 1000))  # 0 would mean "retry forever"
+
+
+class _Budget:
+    """How long one call may still wait on Kafka. Measured only while waiting, so a batch's encoding
+    (the caller's CPU time) is not charged and a healthy big batch does not time out on itself."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` of the budget; ``False`` (without sleeping) once it is spent."""
+        if self.left <= 0:
+            return False
+        started = time.monotonic()
+        time.sleep(min(seconds, self.left))
+        self.left -= time.monotonic() - started
+        return True
 
 
 @contextlib.contextmanager
@@ -81,7 +122,8 @@ class NotificationClient:
         self._settings = settings
         self._codec = codec or default_codec()
         self._topic = topic_names(settings).requests
-        self._producer = make_producer(settings)
+        overrides: dict[str, Any] = {"message.timeout.ms": _message_timeout_ms(settings.produce_timeout_s)}
+        self._producer = make_producer(settings, **overrides)
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, name="notify-sdk-poller", daemon=True)
         self._poller.start()
@@ -89,9 +131,10 @@ class NotificationClient:
     # --- sync ---------------------------------------------------------------------------------
     def send(self, request: RequestLike) -> SendResult:
         """Publish one request and wait for the broker's acknowledgement."""
-        future = self._future(NotificationRequest.parse(request))
+        budget = self._budget()
+        future = self._future(NotificationRequest.parse(request), budget)
         try:
-            return future.result(timeout=self._settings.produce_timeout_s + _WAIT_SLACK_S)
+            return future.result(timeout=max(budget.left, 0.0))
         except TimeoutError as exc:
             raise self._timeout_error() from exc
 
@@ -101,16 +144,25 @@ class NotificationClient:
         Returns results in input order. If some were not acknowledged, raises ``DeliveryError`` whose
         ``results`` holds the acknowledged ones and ``failures`` the ``(index, error)`` pairs.
         """
+        budget = self._budget()
         with _cyclic_gc_paused():
             valid = [NotificationRequest.parse(r, index=i) for i, r in enumerate(requests)]
             batch = _Batch(len(valid))
             headers = self._headers()  # one trace context for the whole batch
+            handed_over = len(valid)
             for index, request in enumerate(valid):
-                self._produce(request, headers, functools.partial(batch.done, index))
-        if not batch.finished.wait(self._settings.produce_timeout_s + _WAIT_SLACK_S):
-            raise self._timeout_error()
-        failures = [(i, r) for i, r in enumerate(batch.slots) if isinstance(r, DeliveryError)]
-        results = [r for r in batch.slots if isinstance(r, SendResult)]
+                if not self._produce(request, headers, functools.partial(batch.done, index), budget):
+                    handed_over = index  # the queue stayed full for the whole budget: send no more
+                    break
+        batch.finished.wait(max(budget.left, 0.0))
+        # A snapshot: reports that come later keep landing in ``batch`` on the poller thread, unread.
+        slots = list(batch.slots)
+        results = [r for r in slots if isinstance(r, SendResult)]
+        failures = [
+            (i, self._missing_outcome(i < handed_over) if r is None else r)
+            for i, r in enumerate(slots)
+            if not isinstance(r, SendResult)
+        ]
         if failures:
             first = failures[0][1]
             error = DeliveryError(
@@ -124,11 +176,10 @@ class NotificationClient:
     # --- asyncio ------------------------------------------------------------------------------
     async def send_async(self, request: RequestLike) -> SendResult:
         """Like ``send``, without blocking the event loop."""
-        future = self._future(NotificationRequest.parse(request))
+        budget = self._budget()
+        future = self._future(NotificationRequest.parse(request), budget)
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), self._settings.produce_timeout_s + _WAIT_SLACK_S
-            )
+            return await asyncio.wait_for(asyncio.wrap_future(future), max(budget.left, 0.0))
         except TimeoutError as exc:
             raise self._timeout_error() from exc
 
@@ -137,11 +188,15 @@ class NotificationClient:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def close(self, timeout_s: float | None = None) -> None:
-        """Wait for what is in flight (bounded), then stop the poller."""
+        """Wait for what is in flight (at most ``timeout_s``, default ``produce_timeout_s``), then stop.
+
+        New sends are refused from the start; ``flush`` serves the remaining delivery reports itself,
+        so the poller stops meanwhile instead of adding its last poll to the wait.
+        """
         if self._closed.is_set():
             return
-        self._producer.flush(self._settings.produce_timeout_s if timeout_s is None else timeout_s)
         self._closed.set()
+        self._producer.flush(self._settings.produce_timeout_s if timeout_s is None else timeout_s)
         self._poller.join()
 
     def __enter__(self) -> Self:
@@ -159,16 +214,23 @@ class NotificationClient:
         await asyncio.to_thread(self.close)
 
     # --- internals ----------------------------------------------------------------------------
-    def _future(self, request: NotificationRequest) -> Future[SendResult]:
+    def _budget(self) -> _Budget:
+        return _Budget(self._settings.produce_timeout_s)
+
+    def _future(self, request: NotificationRequest, budget: _Budget) -> Future[SendResult]:
         future: Future[SendResult] = Future()
 
         def resolve(outcome: SendResult | DeliveryError) -> None:
-            if isinstance(outcome, DeliveryError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            # A report after the caller's deadline may find the future cancelled (``send_async``'s
+            # ``wait_for``); raising here would escape ``poll`` and stop the poller for every send.
+            with contextlib.suppress(InvalidStateError):
+                if isinstance(outcome, DeliveryError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
-        self._produce(request, self._headers(), resolve)
+        if not self._produce(request, self._headers(), resolve, budget):
+            raise self._queue_full_error()
         # A lone send should not wait out linger.ms: ask librdkafka to send what is queued now.
         self._producer.flush(0)
         return future
@@ -182,7 +244,9 @@ class NotificationClient:
         request: NotificationRequest,
         headers: list[tuple[str, str | bytes | None]],
         on_result: Callable[[SendResult | DeliveryError], None],
-    ) -> None:
+        budget: _Budget,
+    ) -> bool:
+        """Hand one request to librdkafka; ``False`` if its queue stayed full for the whole budget."""
         if self._closed.is_set():
             raise RuntimeError("NotificationClient is closed")
         notification_id = str(request.notification_id)
@@ -202,21 +266,36 @@ class NotificationClient:
                 self._producer.produce(
                     self._topic, value=value, key=key, headers=headers, on_delivery=on_delivery
                 )
-                return
+                return True
             except BufferError:
-                # The local queue is full: let delivery reports drain it, then try again.
-                time.sleep(0.005)
+                # The local queue is full: let delivery reports drain it, then try again. The clock is
+                # read only here, so the common path costs nothing per record.
+                if not budget.pause(_QUEUE_FULL_PAUSE_S):
+                    return False
 
     def _poll_forever(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.05)
 
     def _timeout_error(self) -> DeliveryError:
+        bootstrap = self._settings.kafka_bootstrap
         return DeliveryError(
-            f"no acknowledgement from Kafka at {self._settings.kafka_bootstrap} within "
-            f"{self._settings.produce_timeout_s:g}s",
+            f"no acknowledgement from Kafka within {self._settings.produce_timeout_s:g}s: "
+            f"is Kafka reachable at {bootstrap}?",
             code="_MSG_TIMED_OUT",
         )
+
+    def _queue_full_error(self) -> DeliveryError:
+        bootstrap = self._settings.kafka_bootstrap
+        return DeliveryError(
+            f"not sent: the producer's local queue stayed full for {self._settings.produce_timeout_s:g}s: "
+            f"is Kafka reachable at {bootstrap}?",
+            code="_QUEUE_FULL",
+        )
+
+    def _missing_outcome(self, handed_over: bool) -> DeliveryError:
+        """The error for a batch slot with no report by the deadline."""
+        return self._timeout_error() if handed_over else self._queue_full_error()
 
     def _delivery_error(self, err: confluent_kafka.KafkaError, notification_id: str) -> DeliveryError:
         code = err.name()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -106,3 +109,52 @@ def test_missing_topic_error_says_how_to_fix_it(settings: Settings) -> None:
         pytest.raises(DeliveryError, match=r"notify topics apply|reachable"),
     ):
         client.send(request())
+
+
+# One failed send in a process of its own, set up as an entry point sets itself up (JSON logs on
+# stderr), so what is counted is exactly what a user would see printed.
+_ONE_FAILED_SEND = """
+import json, sys, time
+from notify_core.exceptions import DeliveryError
+from notify_core.logs import configure_logging
+from notify_core.settings import Settings
+from producer import NotificationClient
+
+configure_logging("INFO")
+settings = Settings(kafka_bootstrap=sys.argv[1], produce_timeout_s=float(sys.argv[2]))
+outcome = {}
+with NotificationClient(settings) as client:
+    started = time.monotonic()
+    try:
+        client.send(json.loads(sys.argv[3]))
+    except DeliveryError as exc:
+        outcome = {"elapsed_s": time.monotonic() - started, "code": exc.code, "error": str(exc)}
+print(json.dumps(outcome))
+"""
+
+
+def test_unreachable_bootstrap_fails_within_the_timeout_in_a_few_log_lines() -> None:
+    """Nothing listens on 127.0.0.1:1, so a send can only time out.
+
+    librdkafka looks for timed-out messages once a second, so the SDK used to raise at T + 1 s (2.0 s
+    for T = 1 s, every time) and log every reconnect attempt twice (23 stderr lines for this send, ~130
+    at the default 15 s). ``elapsed < T + 0.5 s`` fails the old behaviour by half a second either way
+    and is not a tight timing bound; the contract itself is T plus a few ms.
+    """
+    timeout_s = 1.0
+    child = subprocess.run(
+        [sys.executable, "-c", _ONE_FAILED_SEND, "127.0.0.1:1", str(timeout_s), json.dumps(request())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    outcome = json.loads(child.stdout)
+    assert outcome, "the send did not fail"
+    assert outcome["elapsed_s"] < timeout_s + 0.5
+    assert outcome["code"] == "_MSG_TIMED_OUT"
+    assert "reachable at 127.0.0.1:1" in outcome["error"]
+    # The refused connection is news once per kind (librdkafka's line, _TRANSPORT, _ALL_BROKERS_DOWN),
+    # not once per reconnect attempt.
+    lines = child.stderr.splitlines()
+    assert len(lines) <= 10, child.stderr
