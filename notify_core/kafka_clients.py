@@ -51,9 +51,12 @@ def make_producer(
     return confluent_kafka.Producer(_with_client_logs(conf))
 
 
-def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> confluent_kafka.Consumer:
-    """A manually committing, ``read_committed`` consumer in ``group_id``."""
-    conf = settings.kafka_consumer(group_id)
+def make_consumer(
+    settings: Settings, group_id: str, *, instance_id: str | None = None, **overrides: Any
+) -> confluent_kafka.Consumer:
+    """A manually committing, ``read_committed`` consumer in ``group_id``; a static member of the
+    group (it gets its partitions straight back after a restart) when given an ``instance_id``."""
+    conf = settings.kafka_consumer(group_id, instance_id=instance_id)
     conf.update(overrides)
     return confluent_kafka.Consumer(_with_client_logs(conf))
 

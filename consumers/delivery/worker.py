@@ -115,7 +115,8 @@ class Worker:
         released = await self._deliverer.until_ok(self._log.release_own, self.database)
         if released:
             log.info("released_own_leases", count=released)
-        consumer = await on_kafka(lambda: make_consumer(self._settings, self.group))
+        instance = static_instance(self._settings, self.group)
+        consumer = await on_kafka(lambda: make_consumer(self._settings, self.group, instance_id=instance))
         producer = AsyncProducer(self._settings)
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
@@ -283,6 +284,17 @@ class Worker:
             )
             if pending:
                 log.warning("shutdown_left_in_flight", count=len(pending))
+
+
+def static_instance(settings: Settings, group: str) -> str | None:
+    """The worker's static group membership (KIP-345), only when its instance id was set explicitly.
+
+    Two workers left on the default id "0" would fence each other as static members; as dynamic
+    members they share the group safely and a restart waits only for the 10 s session timeout.
+    """
+    if "worker_instance_id" not in settings.model_fields_set:
+        return None
+    return f"{group}-{settings.worker_instance_id}"
 
 
 def _pause_at(consumer: confluent_kafka.Consumer, tp: confluent_kafka.TopicPartition) -> None:

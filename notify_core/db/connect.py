@@ -16,6 +16,12 @@ from notify_core.exceptions import DatabaseError
 from notify_core.settings import Settings
 
 CONNECT_TIMEOUT_S = 10
+# Pools: a caller waits at most this long for a connection, and a lost connection is re-tried for
+# this long before the pool gives up on that attempt and starts a fresh one on the next request.
+# psycopg_pool's defaults (30 s and 5 min, with the retry delay doubling) made a process resume
+# up to half a minute after PostgreSQL was back; the processes' own backoff covers longer outages.
+POOL_WAIT_S = 10.0
+POOL_RECONNECT_S = 10.0
 
 
 def _kwargs(settings: Settings, schema: str | None) -> dict[str, Any]:
@@ -46,6 +52,8 @@ def make_pool(
         min_size=min_size,
         max_size=max_size,
         kwargs=_kwargs(settings, schema),
+        timeout=POOL_WAIT_S,
+        reconnect_timeout=POOL_RECONNECT_S,
         open=False,
     )
     try:
@@ -65,6 +73,8 @@ async def make_async_pool(
         min_size=min_size,
         max_size=max_size,
         kwargs=_kwargs(settings, schema),
+        timeout=POOL_WAIT_S,
+        reconnect_timeout=POOL_RECONNECT_S,
         open=False,
     )
     try:

@@ -220,11 +220,8 @@ def test_a_slow_group_join_does_not_end_a_burst_run_before_it_read_anything(env:
     writer.flush(10)
     # Another member holds the group and stops polling: the router's join waits until it is dropped
     # (max.poll.interval.ms), longer than the router's idle budget.
-    holder = make_consumer(
-        env.settings,
-        env.settings.router_group,
-        **{"session.timeout.ms": 6000, "max.poll.interval.ms": 8000},
-    )
+    quick: dict[str, Any] = {"session.timeout.ms": 6000, "max.poll.interval.ms": 8000}
+    holder = make_consumer(env.settings, env.settings.router_group, **quick)
     holder.subscribe([names.requests])
     deadline = monotonic() + 30
     while not holder.assignment():
