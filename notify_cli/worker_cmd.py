@@ -44,6 +44,9 @@ def make_deactivate(repo: UserDataRepository) -> Deactivate:
 
 
 async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: float) -> WorkerStats:
+    if channel is Channel.EMAIL:
+        # The e-mail worker signs unsubscribe links: refuse the dev secret before anything is opened.
+        settings.check_for_production()
     adapter, provider = build_adapter(channel, settings)
     pool = await make_async_pool(settings, max_size=8)
     users = make_pool(settings, max_size=2)

@@ -7,16 +7,22 @@ librdkafka configuration dicts so no other module spells a Kafka setting name.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notify_core.exceptions import ConfigError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 DAY_MS = 24 * 3600 * 1000
+# The built-in unsubscribe secret: fine on a laptop, forgeable by anyone who has read this file.
+DEV_UNSUBSCRIBE_SECRET = "dev-only-unsubscribe-secret"  # noqa: S105 - the known dev value, refused off loopback
 
 
 def _project_root() -> Path:
@@ -113,7 +119,7 @@ class Settings(BaseSettings):
     email_from: str = "Notify <no-reply@example.com>"
     # RFC 8058 one-click unsubscribe: the URL carries an HMAC of (user, category) under this secret.
     unsubscribe_base_url: str = "http://127.0.0.1:8080/unsubscribe"
-    unsubscribe_secret: SecretStr = SecretStr("dev-only-unsubscribe-secret")
+    unsubscribe_secret: SecretStr = SecretStr(DEV_UNSUBSCRIBE_SECRET)
 
     # --- Channel workers ---------------------------------------------------------------------------
     # Stable per worker process (like router_instance_id): a restarted worker takes back its own
@@ -140,6 +146,24 @@ class Settings(BaseSettings):
         if not value or set(value) - allowed:
             raise ValueError("topic_prefix must be non-empty and use only letters, digits, '.', '_' and '-'")
         return value
+
+    # --- start-up checks ---------------------------------------------------------------------------
+    def check_for_production(self) -> None:
+        """Refuse development-only values where they would reach the outside world.
+
+        Called at the entry point of every process that signs or verifies unsubscribe links (the
+        e-mail worker today), not as a validator: tests and tools build ``Settings`` with public
+        URLs and never send a link, and a process that never uses the secret (a router whose
+        deployment injects it only into e-mail workers) must not be refused for it.
+        Raises ``ConfigError`` naming the setting.
+        """
+        dev_secret = self.unsubscribe_secret.get_secret_value() == DEV_UNSUBSCRIBE_SECRET
+        if dev_secret and not is_loopback_url(self.unsubscribe_base_url):
+            raise ConfigError(
+                "NOTIFY_UNSUBSCRIBE_SECRET is the built-in development value, but"
+                " NOTIFY_UNSUBSCRIBE_BASE_URL is not on loopback: anyone could forge unsubscribe"
+                " links. Set NOTIFY_UNSUBSCRIBE_SECRET to a random secret of your own."
+            )
 
     # --- librdkafka renderings --------------------------------------------------------------------
     def kafka_common(self) -> dict[str, Any]:
@@ -220,3 +244,19 @@ class Settings(BaseSettings):
 
     def kafka_admin(self) -> dict[str, Any]:
         return self.kafka_common()
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is ``localhost``, in 127.0.0.0/8 or ``::1``; False for anything else."""
+    try:
+        host = urlsplit(url).hostname  # lower-cased, brackets and userinfo removed
+    except ValueError:  # e.g. an unclosed "[" in the netloc
+        return False
+    if host is None:
+        return False
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve anywhere
+        return False
