@@ -63,6 +63,9 @@ class OffsetTracker:
         self._partitions.pop((topic, partition), None)
         self._committed.pop((topic, partition), None)
 
+    def partitions(self) -> list[tuple[str, int]]:
+        return list(self._partitions)
+
     @property
     def in_flight(self) -> int:
         return sum(len(t.pending) for t in self._partitions.values())

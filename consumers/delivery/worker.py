@@ -40,6 +40,7 @@ from notify_core.burst import BurstStop
 from notify_core.codec import CHANNEL_MESSAGE, default_codec
 from notify_core.events import Failure
 from notify_core.exceptions import DecodeError
+from notify_core.fencing import RebuildBudget
 from notify_core.kafka_async import AsyncProducer
 from notify_core.kafka_clients import make_consumer, translate
 from notify_core.records import Record
@@ -99,6 +100,7 @@ class Worker:
         self._stopping = False
         self._failure: BaseException | None = None
         self._commit_failing = False
+        self._rebuilds = RebuildBudget()
 
     def stop(self, *_args: object) -> None:
         self._stopping = True
@@ -116,22 +118,20 @@ class Worker:
         if released:
             log.info("released_own_leases", count=released)
         instance = static_instance(self._settings, self.group)
-        consumer = await on_kafka(lambda: make_consumer(self._settings, self.group, instance_id=instance))
+        consumer = await on_kafka(functools.partial(self._subscribed, instance))
         producer = AsyncProducer(self._settings)
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
         last_commit = 0.0
         try:
-            await on_kafka(
-                lambda: consumer.subscribe(
-                    [self._topic, *self._retry_tiers], on_revoke=self._on_revoke, on_lost=self._on_lost
-                )
-            )
             while not self._stopping and self._failure is None:
                 room = self._settings.delivery_max_in_flight - len(self._tasks)
                 await self._resume_due(consumer, on_kafka)
                 if room > 0:
                     messages = await on_kafka(functools.partial(consumer.consume, room, 0.1))
+                    if any(_fatal(m) for m in messages):
+                        consumer = await on_kafka(functools.partial(self._rebuild, consumer, instance))
+                        continue
                     if messages:
                         burst.activity(time.monotonic(), consumed=True)
                         await self._dispatch(messages, consumer, producer, on_kafka)
@@ -165,6 +165,26 @@ class Worker:
         return self.stats
 
     # --- consuming -------------------------------------------------------------------------------
+    def _subscribed(self, instance: str | None) -> confluent_kafka.Consumer:
+        consumer = make_consumer(self._settings, self.group, instance_id=instance)
+        topics = [self._topic, *self._retry_tiers]
+        consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        return consumer
+
+    def _rebuild(self, consumer: confluent_kafka.Consumer, instance: str | None) -> confluent_kafka.Consumer:
+        """On the Kafka thread: replace a fatally failed consumer (fenced by its own rejoin after an
+        outage). Its partitions are treated as lost; in-flight deliveries still finish, and what was
+        not committed is redelivered, where the delivery log skips what was done."""
+        self._rebuilds.spend(time.monotonic(), f"{self.group} consumer {instance}")
+        with self._tracker_lock:
+            for topic, partition in self._tracker.partitions():
+                self._tracker.forget(topic, partition)
+            self._paused.clear()
+        with contextlib.suppress(Exception):
+            consumer.close()
+        log.warning("worker_consumer_rebuilt", group=self.group, instance=instance)
+        return self._subscribed(instance)
+
     async def _dispatch(
         self,
         messages: list[confluent_kafka.Message],
@@ -284,6 +304,15 @@ class Worker:
             )
             if pending:
                 log.warning("shutdown_left_in_flight", count=len(pending))
+
+
+def _fatal(msg: confluent_kafka.Message) -> bool:
+    err = msg.error()
+    # The message's error says _FATAL; fatal() is set only on the client's own error.
+    if err is None or not (err.fatal() or err.code() == confluent_kafka.KafkaError._FATAL):
+        return False
+    log.error("worker_consumer_failed", error=translate(err, "worker consume").args[0])
+    return True
 
 
 def static_instance(settings: Settings, group: str) -> str | None:

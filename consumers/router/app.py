@@ -8,29 +8,49 @@ produce the channel messages, the events and the consumed offsets in one Kafka t
 Deferred messages (quiet hours, ``send_at``) wait in ``router_deferred``; every second the loop
 releases those that are due, in their own Kafka transaction, so a user's late message never holds
 up anyone else's.
+
+Nothing a request holds stops the router: an exception while planning one request dead-letters it
+(``plan_batch``'s total catch), and one raised by the batch as a whole (the database refusing a
+value, say) is narrowed down by halving the batch until the one record is found and dead-lettered
+as ``internal_error``. PostgreSQL and broker outages are waited out, backing off with jitter and
+logging once per state change; the batch is then read again. The router exits only for what it
+cannot survive: fenced by a newer instance with its transactional id, or misconfigured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import confluent_kafka
 import psycopg
 import structlog
 
-from consumers.router.batch import Lookups, Parsed, parse_records, plan_batch
+from consumers.router.batch import Lookups, Parsed, Rejected, parse_records, plan_batch
+from consumers.router.exceptions import RenderInterrupted
 from consumers.router.policy import cap_key
 from consumers.router.render import Renderer
 from consumers.router.state import RouterState
+from consumers.router.txn import (
+    TXN_TIMEOUT_S,
+    Produced,
+    ProducerReplaced,
+    Stopped,
+    Transactions,
+    fatal_check,
+)
 from notify_core.burst import BurstStop
-from notify_core.codec import CONTENT_TYPE_HEADERS, REQUEST, default_codec
-from notify_core.kafka_clients import make_consumer, make_producer, translate
+from notify_core.codec import REQUEST, default_codec
+from notify_core.events import Failure
+from notify_core.fencing import RebuildBudget
+from notify_core.kafka_clients import make_consumer, translate
+from notify_core.outage import Outage, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.stats import LATENCY_SAMPLES
@@ -38,9 +58,9 @@ from notify_core.topics import Channel, topic_names
 from notify_core.userdata.repository import UserDataRepository
 
 log = structlog.get_logger("router")
+T = TypeVar("T")
 RELEASE_EVERY_S = 1.0
 RELEASE_BATCH = 500
-TXN_TIMEOUT_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -53,11 +73,15 @@ class RouterStats:
     records: int = 0
     released: int = 0
     aborted: int = 0
+    internal_errors: int = 0  # records dead-lettered because handling them raised
     decisions: Counter[str] = field(default_factory=Counter)
     # Wall time of the latest committed batches: bounded, the router runs for weeks.
     batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     first_batch_at: float | None = None  # time.monotonic() when the first batch started
     last_batch_at: float | None = None  # ... and when the last one committed
+
+
+EMPTY_LOOKUPS = Lookups(seen={}, contexts={}, categories={}, templates={}, cap_usage={})
 
 
 class Router:
@@ -76,13 +100,19 @@ class Router:
         self._codec = default_codec()
         self._repo = repository
         self._connect = connect
+        self._conn: psycopg.Connection[Any] | None = None
         self._clock = clock
         self._renderer = Renderer(max_sms_segments=settings.max_sms_segments)
         self._stopping = False
+        self.database = Outage("database")
+        self.broker = Outage("broker")
         self.stats = RouterStats()
+        self._txn: Transactions
+        self._rebuilds = RebuildBudget()
 
     def stop(self, *_: object) -> None:
         self._stopping = True
+        self._renderer.interrupt()  # a render under way gives up now, not at its time limit
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -92,26 +122,28 @@ class Router:
         self, *, stop_when_idle: bool = False, idle_s: float = 3.0, max_runtime_s: float | None = None
     ) -> RouterStats:
         settings = self._settings
-        consumer = make_consumer(settings, settings.router_group)
-        producer = make_producer(
-            settings, transactional_id=f"{settings.router_group}-{settings.router_instance_id}"
-        )
-        conn = self._connect()
-        state = RouterState(conn, dedupe_window=timedelta(seconds=settings.dedupe_window_s))
+        identity = f"{settings.router_group}-{settings.router_instance_id}"
+        # One identity for both: a restarted router fences its predecessor's transaction and, as a
+        # static group member, takes its partitions straight back instead of waiting out a session.
+        consumer = make_consumer(settings, settings.router_group, instance_id=identity)
+        self._txn = Transactions(settings, identity, broker=self.broker, stopping=lambda: self._stopping)
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
         last_release = 0.0
         try:
-            producer.init_transactions(TXN_TIMEOUT_S)
+            self._txn.start()
             consumer.subscribe([self._names.requests])
             while not self._stopping:
                 messages = consumer.consume(settings.router_batch_size, timeout=0.2)
+                if any(self._fatal(m) for m in messages):
+                    consumer = self._rebuild(consumer, identity)
+                    continue
                 records = [Record.from_message(m) for m in messages if self._usable(m)]
                 if records:
-                    self._process(records, consumer, producer, conn, state)
+                    self._handle(records, consumer)
                     burst.activity(time.monotonic(), consumed=True)
                 if time.monotonic() - last_release >= RELEASE_EVERY_S:
-                    if self._release_due(producer, conn, state):
+                    if self._release_due():
                         burst.activity(time.monotonic())
                     last_release = time.monotonic()
                 now = time.monotonic()
@@ -123,17 +155,40 @@ class Router:
                     break
                 if max_runtime_s is not None and now - started > max_runtime_s:
                     break
+        except Stopped:
+            pass  # asked to stop while waiting for the broker: nothing committed is lost
         finally:
             consumer.close()
-            conn.close()
+            self._drop_connection()
         log.info(
             "router_stopped",
             batches=self.stats.batches,
             records=self.stats.records,
             released=self.stats.released,
             aborted=self.stats.aborted,
+            internal_errors=self.stats.internal_errors,
         )
         return self.stats
+
+    @staticmethod
+    def _fatal(msg: confluent_kafka.Message) -> bool:
+        err = msg.error()
+        # The message's error says _FATAL; fatal() is set only on the client's own error.
+        if err is None or not (err.fatal() or err.code() == confluent_kafka.KafkaError._FATAL):
+            return False
+        log.error("router_consumer_failed", error=translate(err, "router consume").args[0])
+        return True
+
+    def _rebuild(self, consumer: confluent_kafka.Consumer, identity: str) -> confluent_kafka.Consumer:
+        """A fatally failed consumer (fenced by its own rejoin after an outage) is replaced; what
+        it had read but not committed is read again by the new one."""
+        self._rebuilds.spend(time.monotonic(), f"router consumer {identity}")
+        with contextlib.suppress(Exception):
+            consumer.close()
+        fresh = make_consumer(self._settings, self._settings.router_group, instance_id=identity)
+        fresh.subscribe([self._names.requests])
+        log.warning("router_consumer_rebuilt", instance=identity)
+        return fresh
 
     def _usable(self, msg: confluent_kafka.Message) -> bool:
         err = msg.error()
@@ -143,45 +198,118 @@ class Router:
             log.warning("consume_error", error=translate(err, "router consume").args[0])
         return False
 
-    def _process(
-        self,
-        records: Sequence[Record],
-        consumer: confluent_kafka.Consumer,
-        producer: confluent_kafka.Producer,
-        conn: psycopg.Connection[Any],
-        state: RouterState,
-    ) -> None:
+    # --- one batch, whatever happens ----------------------------------------------------------
+    def _handle(
+        self, records: Sequence[Record], consumer: confluent_kafka.Consumer, *, reposition: bool = False
+    ) -> bool:
+        """Route ``records``, or dead-letter the ones that cannot be; False: read them again later.
+
+        ``reposition``: the consumer was moved back (an abort, a narrowing-down), so once these are
+        committed it is moved past them, or they would be read and routed a second time.
+        """
+        try:
+            self._process(records, consumer)
+        except RenderInterrupted:
+            # Stopping mid-render: nothing was committed, the batch is read again after restart.
+            log.warning("router_batch_interrupted", records=len(records))
+            return False
+        except ProducerReplaced:
+            self.stats.aborted += 1
+            self._rewind_to_committed(consumer)  # the new producer fenced the open transaction
+            return False
+        except confluent_kafka.KafkaException as exc:
+            self._abort(consumer, exc)
+            if is_outage(exc):
+                return False
+            # The broker refused one of our records (too large, say): find it, dead-letter it.
+            return self._narrow(records, consumer, exc)
+        except Stopped:
+            raise
+        except Exception as exc:
+            if is_outage(exc):
+                self._wait_for_database(exc, consumer, records)
+                return False
+            return self._narrow(records, consumer, exc)
+        self.database.ok()
+        if reposition:
+            self._seek_after(consumer, records)
+        return True
+
+    def _narrow(self, records: Sequence[Record], consumer: confluent_kafka.Consumer, exc: Exception) -> bool:
+        """Halve the batch until the record that raised is alone; it is then dead-lettered."""
+        if len(records) == 1:
+            return self._dead_letter_alone(records[0], consumer, exc)
+        log.warning("router_batch_narrowing", records=len(records), error_type=type(exc).__name__)
+        middle = len(records) // 2
+        first, rest = records[:middle], records[middle:]
+        if not self._handle(first, consumer, reposition=True):
+            self._rewind(consumer, records)
+            return False
+        return self._handle(rest, consumer, reposition=True)
+
+    def _dead_letter_alone(
+        self, record: Record, consumer: confluent_kafka.Consumer, error: Exception
+    ) -> bool:
+        """The one record that made its batch fail, dead-lettered as internal_error in a transaction."""
+        self.stats.internal_errors += 1
+        log.error(
+            "request_internal_error",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_type=type(error).__name__,
+            error=str(error)[:500],
+        )
+        failure = Failure("internal_error", f"{type(error).__name__}: {error}"[:2000])
+        plan = plan_batch(
+            [Rejected(record, failure)],
+            EMPTY_LOOKUPS,
+            names=self._names,
+            renderer=self._renderer,
+            now=self._clock(),
+        )
+        outputs = [(o.topic, o.key, self._codec.encode(o.schema, o.record)) for o in plan.outputs]
+        try:
+            self._commit(consumer, outputs, [record])
+        except ProducerReplaced:
+            self._rewind_to_committed(consumer)
+            return False
+        except confluent_kafka.KafkaException as exc:
+            # A dead letter is bounded, so this is the broker, not the letter: try again later.
+            self._abort(consumer, exc)
+            return False
+        self._seek_after(consumer, [record])
+        return True
+
+    def _process(self, records: Sequence[Record], consumer: confluent_kafka.Consumer) -> None:
         began = time.monotonic()
         now = self._clock()
         items = parse_records(records, lambda data: self._codec.decode(data, REQUEST))
         parsed = [i for i in items if isinstance(i, Parsed)]
-        try:
-            with conn.transaction():
-                lookups = self._lookups(parsed, state, now)
-                plan = plan_batch(
-                    items,
-                    lookups,
-                    names=self._names,
-                    renderer=self._renderer,
-                    now=now,
-                    fallback_locale=self._settings.fallback_locale,
-                )
-                immediate, deferred = [], []
-                for out in plan.outputs:
-                    value = self._codec.encode(out.schema, out.record)
-                    if out.deliver_at is None:
-                        immediate.append((out.topic, out.key, value))
-                    else:
-                        deferred.append(
-                            (out.record["delivery_id"], out.deliver_at, out.topic, out.key, value)
-                        )
-                state.record(plan.seen_rows, plan.cap_rows, deferred, now)
-            # The database commits first: if the Kafka commit below fails, the batch is replayed and
-            # every state write above is keyed to be a no-op the second time.
-            self._commit(producer, consumer, immediate, records)
-        except confluent_kafka.KafkaException as exc:
-            self._abort(producer, consumer, exc)
-            return
+        conn = self._connection()
+        state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+        with conn.transaction():
+            lookups = self._lookups(parsed, state, now)
+            plan = plan_batch(
+                items,
+                lookups,
+                names=self._names,
+                renderer=self._renderer,
+                now=now,
+                fallback_locale=self._settings.fallback_locale,
+            )
+            immediate: list[Produced] = []
+            deferred = []
+            for out in plan.outputs:
+                value = self._codec.encode(out.schema, out.record)
+                if out.deliver_at is None:
+                    immediate.append((out.topic, out.key, value))
+                else:
+                    deferred.append((out.record["delivery_id"], out.deliver_at, out.topic, out.key, value))
+            state.record(plan.seen_rows, plan.cap_rows, deferred, now)
+        # The database commits first: if the Kafka commit below fails, the batch is replayed and
+        # every state write above is keyed to be a no-op the second time.
+        self._commit(consumer, immediate, records)
         finished = time.monotonic()
         self.stats.batches += 1
         self.stats.records += len(records)
@@ -206,73 +334,120 @@ class Router:
             cap_usage=state.cap_usage(pairs, own_cap_keys, now),
         )
 
+    # --- Kafka ----------------------------------------------------------------------------------
     def _commit(
-        self,
-        producer: confluent_kafka.Producer,
-        consumer: confluent_kafka.Consumer,
-        outputs: Sequence[tuple[str, bytes, bytes]],
-        records: Sequence[Record],
+        self, consumer: confluent_kafka.Consumer, outputs: Sequence[Produced], records: Sequence[Record]
     ) -> None:
-        producer.begin_transaction()
-        headers = CONTENT_TYPE_HEADERS
-        for topic, key, value in outputs:
-            self._produce(producer, topic, key, value, headers)
         next_offsets: dict[tuple[str, int], int] = {}
         for record in records:
             where = (record.topic, record.partition)
             next_offsets[where] = max(next_offsets.get(where, 0), record.offset + 1)
         offsets = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), TXN_TIMEOUT_S)
-        producer.commit_transaction(TXN_TIMEOUT_S)
+        self._txn.commit(outputs, offsets, consumer.consumer_group_metadata())
 
-    @staticmethod
-    def _produce(
-        producer: confluent_kafka.Producer,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, str | bytes | None]],
-    ) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=headers)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
-    def _abort(
-        self,
-        producer: confluent_kafka.Producer,
-        consumer: confluent_kafka.Consumer,
-        exc: confluent_kafka.KafkaException,
-    ) -> None:
+    def _abort(self, consumer: confluent_kafka.Consumer, exc: confluent_kafka.KafkaException) -> None:
         err = exc.args[0]
         self.stats.aborted += 1
         log.warning("router_batch_aborted", code=err.name(), error=err.str())
-        if err.fatal():
-            raise translate(err, "router transaction (fatal: restart the router)") from exc
-        producer.abort_transaction(TXN_TIMEOUT_S)
-        # Consume again from the last committed offsets: the aborted batch is replayed.
-        assignment = consumer.assignment()
-        for tp in consumer.committed(assignment, timeout=TXN_TIMEOUT_S):
-            offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
-            consumer.seek(confluent_kafka.TopicPartition(tp.topic, tp.partition, offset))
+        self._txn.abort(exc)
+        self._rewind_to_committed(consumer)
 
-    def _release_due(
-        self, producer: confluent_kafka.Producer, conn: psycopg.Connection[Any], state: RouterState
-    ) -> int:
+    def _rewind_to_committed(self, consumer: confluent_kafka.Consumer) -> None:
+        """Consume again from the last committed offsets: the aborted batch is replayed."""
+        assignment = consumer.assignment()
+        while True:
+            try:
+                committed = consumer.committed(assignment, timeout=TXN_TIMEOUT_S)
+                break
+            except confluent_kafka.KafkaException as exc:
+                fatal_check(exc)
+                self._pause(self.broker.failed(exc))
+                if self._stopping:
+                    raise Stopped("stopping while the broker is away") from exc
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
+            self._seek(consumer, tp.topic, tp.partition, offset)
+
+    def _rewind(self, consumer: confluent_kafka.Consumer, records: Sequence[Record]) -> None:
+        """Read ``records`` again: each partition back to its first record here."""
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            first[(r.topic, r.partition)] = min(first.get((r.topic, r.partition), r.offset), r.offset)
+        for (topic, partition), offset in first.items():
+            self._seek(consumer, topic, partition, offset)
+
+    def _seek_after(self, consumer: confluent_kafka.Consumer, records: Sequence[Record]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), r.offset), r.offset)
+        for (topic, partition), offset in last.items():
+            self._seek(consumer, topic, partition, offset + 1)
+
+    @staticmethod
+    def _seek(consumer: confluent_kafka.Consumer, topic: str, partition: int, offset: int) -> None:
+        # A partition revoked meanwhile cannot be sought; its new owner reads from the committed offset.
+        with contextlib.suppress(confluent_kafka.KafkaException):
+            consumer.seek(confluent_kafka.TopicPartition(topic, partition, offset))
+
+    # --- PostgreSQL -----------------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._drop_connection()
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def _wait_for_database(
+        self, exc: Exception, consumer: confluent_kafka.Consumer, records: Sequence[Record]
+    ) -> None:
+        """PostgreSQL is away: nothing was produced for this batch; read it again after a pause."""
+        self._drop_connection()
+        self._rewind(consumer, records)
+        self._pause(self.database.failed(exc))
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    # --- deferred messages ----------------------------------------------------------------------
+    def _release_due(self) -> int:
+        try:
+            released = self._release()
+        except ProducerReplaced:
+            return 0  # the rows stay unreleased (their database transaction rolled back): next tick
+        except confluent_kafka.KafkaException as exc:
+            self.stats.aborted += 1
+            log.warning("router_release_aborted", code=exc.args[0].name(), error=exc.args[0].str())
+            self._txn.abort(exc)
+            return 0
+        except Stopped:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._drop_connection()
+            self.database.failed(exc)  # logged once; the next tick tries again
+            return 0
+        self.database.ok()
+        return released
+
+    def _release(self) -> int:
         now = self._clock()
+        conn = self._connection()
+        state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
         with conn.transaction():
             due = state.due(now, RELEASE_BATCH)
             if not due:
                 return 0
             # Kafka commits before the rows are marked: a crash in between re-releases them, and the
             # channel workers' delivery log (keyed by delivery_id) keeps the user from a second copy.
-            producer.begin_transaction()
-            headers = CONTENT_TYPE_HEADERS
-            for message in due:
-                self._produce(producer, message.topic, message.key, message.value, headers)
-            producer.commit_transaction(TXN_TIMEOUT_S)
+            self._txn.commit([(m.topic, m.key, m.value) for m in due])
             state.mark_released([m.delivery_id for m in due], now)
         self.stats.released += len(due)
         return len(due)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from consumers.router.exceptions import RenderError
+from consumers.router.exceptions import RenderError, RenderInterrupted
 from consumers.router.locales import pick_template
 from consumers.router.policy import (
     Decision,
@@ -115,38 +115,81 @@ def plan_batch(
         if isinstance(item, Rejected):
             emit.reject(item.record, item.failure, None)
             continue
-        req = item.request
-        if is_duplicate(item.keys, seen, item.position):
-            emit.suppressed(req, None, "duplicate")
-            continue
-        for key in item.keys:
-            seen.setdefault(key, item.position)
-            plan.seen_rows.append((key, *item.position))
-        category = lookups.categories.get(req.category) or Category(req.category)
-        routing = route_request(req)
-        user_usage = {c: usage[(req.user_id, req.category, c)] for c in Channel}
-        decision = route(routing, lookups.contexts.get(req.user_id), category, now, user_usage)
-        if decision.dropped is not None:
-            emit.suppressed(req, None, decision.dropped)
-            continue
+        mark = _Mark.of(plan)
         try:
-            messages = _messages(item, decision, lookups, renderer, fallback_locale, emit)
+            _plan_one(item, lookups, plan, seen, usage, emit, renderer, now, fallback_locale)
         except RenderError as exc:
-            emit.reject(item.record, Failure(exc.code, str(exc)), req)
-            continue
-        for suppression in decision.suppressed:
-            emit.suppressed(req, suppression.channel, suppression.reason)
-        routed_channels = {m.record["channel"] for m in messages}
-        for channel in Channel:
-            if channel.value.upper() in routed_channels:
-                usage[(req.user_id, req.category, channel)] += 1
-                plan.cap_rows.append(
-                    (cap_key(routing.notification_id, channel), req.user_id, channel.value, req.category)
-                )
-        for message in messages:
-            plan.outputs.append(message)
-            emit.routed(req, message)
+            mark.undo(plan, seen)
+            emit.reject(item.record, Failure(exc.code, str(exc)), item.request)
+        except RenderInterrupted:
+            raise  # shutting down: the batch is abandoned whole, and replayed after restart
+        except Exception as exc:  # the total catch: one request never stops the router
+            mark.undo(plan, seen)
+            failure = Failure("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
+            emit.reject(item.record, failure, item.request)
     return plan
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """How far the plan had got before one request: undone when that request fails half-way."""
+
+    outputs: int
+    seen_rows: int
+    cap_rows: int
+    counts: dict[str, int]
+
+    @classmethod
+    def of(cls, plan: BatchPlan) -> _Mark:
+        return cls(len(plan.outputs), len(plan.seen_rows), len(plan.cap_rows), dict(plan.counts))
+
+    def undo(self, plan: BatchPlan, seen: dict[str, tuple[int, int]]) -> None:
+        for key, _, _ in plan.seen_rows[self.seen_rows :]:
+            seen.pop(key, None)
+        del plan.outputs[self.outputs :], plan.seen_rows[self.seen_rows :], plan.cap_rows[self.cap_rows :]
+        plan.counts.clear()
+        plan.counts.update(self.counts)
+
+
+def _plan_one(
+    item: Parsed,
+    lookups: Lookups,
+    plan: BatchPlan,
+    seen: dict[str, tuple[int, int]],
+    usage: dict[tuple[str, str, Channel], int],
+    emit: _Emitter,
+    renderer: Renderer,
+    now: datetime,
+    fallback_locale: str,
+) -> None:
+    req = item.request
+    if is_duplicate(item.keys, seen, item.position):
+        emit.suppressed(req, None, "duplicate")
+        return
+    for key in item.keys:
+        if key not in seen:
+            seen[key] = item.position
+            plan.seen_rows.append((key, *item.position))
+    category = lookups.categories.get(req.category) or Category(req.category)
+    routing = route_request(req)
+    user_usage = {c: usage[(req.user_id, req.category, c)] for c in Channel}
+    decision = route(routing, lookups.contexts.get(req.user_id), category, now, user_usage)
+    if decision.dropped is not None:
+        emit.suppressed(req, None, decision.dropped)
+        return
+    messages = _messages(item, decision, lookups, renderer, fallback_locale, emit)
+    for suppression in decision.suppressed:
+        emit.suppressed(req, suppression.channel, suppression.reason)
+    routed_channels = {m.record["channel"] for m in messages}
+    for channel in Channel:
+        if channel.value.upper() in routed_channels:
+            usage[(req.user_id, req.category, channel)] += 1
+            plan.cap_rows.append(
+                (cap_key(routing.notification_id, channel), req.user_id, channel.value, req.category)
+            )
+    for message in messages:
+        plan.outputs.append(message)
+        emit.routed(req, message)
 
 
 def _messages(
