@@ -43,6 +43,9 @@ def our_pid(pid_file: Path, marker: str) -> int | None:
     return None
 
 
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
 def spawn(
     args: list[str], log_file: Path, pid_file: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -58,6 +61,9 @@ def spawn(
             env=env,
         )
     pid_file.write_text(f"{process.pid}\n")
+    # Detached servers outlive this call on purpose: keep a reference so that collecting the Popen
+    # while the server runs is no ResourceWarning (warnings are errors in the test suite).
+    _DETACHED.append(process)
     return process
 
 
