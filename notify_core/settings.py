@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     router_instance_id: str = "0"
     router_batch_size: int = Field(default=500, ge=1, le=10_000)
     dedupe_window_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # Released deferred messages are kept this long (for support), then pruned.
+    deferred_retention_s: int = Field(default=24 * 3600, ge=0)
     fallback_locale: str = "en"
     max_sms_segments: int = Field(default=3, ge=1, le=10)
     user_cache_size: int = Field(default=100_000, ge=0)
@@ -133,6 +135,12 @@ class Settings(BaseSettings):
     # At most the largest retry tier (notify_core.topics.RETRY_TIERS_S): no retry waits longer than it.
     delivery_backoff_max_s: float = Field(default=300.0, gt=0, le=300.0)
     delivery_shutdown_grace_s: float = Field(default=15.0, gt=0)
+    # Finished delivery-log rows are pruned after this: longer than a channel topic keeps records
+    # (7 days), so a record read again still finds its row and is not sent twice.
+    delivery_log_retention_s: int = Field(default=14 * 24 * 3600, ge=3600)
+    # How often the running processes prune, and at most how many rows a table per round.
+    prune_every_s: float = Field(default=60.0, gt=0)
+    prune_batch: int = Field(default=5_000, ge=1)
     # Provider calls per second per worker process, a token bucket in the worker; 0 means unlimited.
     # SMS is always paced, at sms_max_per_second.
     rate_limit_ios: float = Field(default=0.0, ge=0)

@@ -62,6 +62,7 @@ class WorkerStats:
     deferred_busy: int = 0  # another live worker held the lease
     deactivated: int = 0
     internal_errors: int = 0  # records dead-lettered because handling them raised
+    lease_lost: int = 0  # marks refused: the lease had lapsed and another worker held the claim
     # The latest provider-call latencies: bounded, a worker runs for weeks.
     send_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     first_send_at: float | None = None
@@ -77,6 +78,7 @@ class WorkerStats:
             "deferred_busy": self.deferred_busy,
             "deactivated": self.deactivated,
             "internal_errors": self.internal_errors,
+            "lease_lost": self.lease_lost,
         }
 
 
@@ -237,9 +239,10 @@ class Deliverer:
                 provider_message_id=outcome.provider_message_id,
                 **common,
             )
-            await self.until_ok(
+            marked = await self.until_ok(
                 lambda: self._log.mark_sent(delivery_id, outcome.provider_message_id, now), self.database
             )
+            self._lease_check(marked, record, delivery_id)
             self.stats.sent += 1
         elif step.action is Action.RETRY:
             assert step.not_before is not None
@@ -249,9 +252,10 @@ class Deliverer:
             await self._event(
                 producer, record, message, "FAILED_RETRYING", now, reason=step.error_type, **common
             )
-            await self.until_ok(
+            marked = await self.until_ok(
                 lambda: self._log.mark_failed(delivery_id, "retrying", step.message, now), self.database
             )
+            self._lease_check(marked, record, delivery_id)
             self.stats.retried += 1
         else:
             if outcome.status == "permanent":
@@ -271,9 +275,23 @@ class Deliverer:
                 await self._event(
                     producer, record, message, "TARGET_DEACTIVATED", now, reason=step.error_type, **common
                 )
-            await self.until_ok(
+            marked = await self.until_ok(
                 lambda: self._log.mark_failed(delivery_id, "dead_lettered", step.message, now), self.database
             )
+            self._lease_check(marked, record, delivery_id)
+
+    def _lease_check(self, marked: bool, record: Record, delivery_id: str) -> None:
+        if marked:
+            return
+        # Our lease lapsed and another worker claimed the delivery: its row is its own now.
+        self.stats.lease_lost += 1
+        log.warning(
+            "delivery_lease_lost",
+            delivery_id=delivery_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
 
     async def _dead_letter(
         self,

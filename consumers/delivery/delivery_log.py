@@ -3,7 +3,9 @@
 A claim is a lease. It is refused when the delivery already ended (sent, failed, dead-lettered) and
 deferred while another worker's lease runs (a second copy of a record in flight is not sent twice).
 A worker restarted with the same owner id takes its own leases back at start-up (``release_own``),
-so a crash does not stall its deliveries for a whole lease. A send whose outcome was never marked
+so a crash does not stall its deliveries for a whole lease. A mark applies only while the marking
+worker still holds the claim: a worker whose lease lapsed and was taken over learns so from the
+mark's result (False), and never overwrites the new owner's row. A send whose outcome was never marked
 (the worker died mid-call) is in doubt and is sent again: providers' idempotency handles
 (``apns-id``, ``Message-ID``) cover that window, and nothing marked sent is ever sent twice.
 """
@@ -61,19 +63,21 @@ class DeliveryLog:
     def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], owner: str, lease: timedelta):
         self._pool, self._owner, self._lease = pool, owner, lease
         self._claims: Batcher[_ClaimRequest, Claim] = Batcher(self._claim_batch)
-        self._marks: Batcher[_Mark, None] = Batcher(self._mark_batch)
+        self._marks: Batcher[_Mark, bool] = Batcher(self._mark_batch)
 
     async def claim(self, delivery_id: str, notification_id: str, channel: str, now: datetime) -> Claim:
         return await self._claims.submit(_ClaimRequest(delivery_id, notification_id, channel, now))
 
-    async def mark_sent(self, delivery_id: str, provider_message_id: str | None, now: datetime) -> None:
-        await self._marks.submit(_Mark(delivery_id, "sent", provider_message_id, None, now))
+    async def mark_sent(self, delivery_id: str, provider_message_id: str | None, now: datetime) -> bool:
+        """True when marked; False when this worker no longer held the claim (nothing written)."""
+        return await self._marks.submit(_Mark(delivery_id, "sent", provider_message_id, None, now))
 
-    async def mark_failed(self, delivery_id: str, status: str, error: str, now: datetime) -> None:
-        """``status``: 'retrying' (the lease is released for the retry copy), 'failed' or 'dead_lettered'."""
+    async def mark_failed(self, delivery_id: str, status: str, error: str, now: datetime) -> bool:
+        """``status``: 'retrying' (the lease is released for the retry copy), 'failed' or 'dead_lettered'.
+        True when marked; False when this worker no longer held the claim (nothing written)."""
         if status not in ("retrying", "failed", "dead_lettered"):
             raise ValueError(f"not a failure status: {status!r}")
-        await self._marks.submit(_Mark(delivery_id, status, None, error, now))
+        return await self._marks.submit(_Mark(delivery_id, status, None, error, now))
 
     async def _claim_batch(self, requests: list[_ClaimRequest]) -> list[Claim]:
         # One row can be claimed once per statement: a second copy in the same batch is busy.
@@ -131,9 +135,9 @@ class DeliveryLog:
                 )
         return results
 
-    async def _mark_batch(self, marks: list[_Mark]) -> list[None]:
+    async def _mark_batch(self, marks: list[_Mark]) -> list[bool]:
         async with self._connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "update delivery_log as d set status = u.status, updated_at = u.at, claimed_until = null,"
                 " provider_message_id = coalesce(u.pmid, d.provider_message_id),"
                 " sent_at = case when u.status = 'sent' then u.at else d.sent_at end,"
@@ -141,16 +145,21 @@ class DeliveryLog:
                 " first_failed_at = case when u.status = 'sent' then d.first_failed_at"
                 " else coalesce(d.first_failed_at, u.at) end"
                 " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
-                " as u(id, status, pmid, err, at) where d.delivery_id = u.id",
+                " as u(id, status, pmid, err, at) where d.delivery_id = u.id"
+                # Only while the claim is still ours: a lapsed lease may have a new owner by now.
+                " and d.status = 'sending' and d.claimed_by = %s"
+                " returning d.delivery_id",
                 (
                     [m.delivery_id for m in marks],
                     [m.status for m in marks],
                     [m.provider_message_id for m in marks],
                     [m.error for m in marks],
                     [m.at for m in marks],
+                    self._owner,
                 ),
             )
-        return [None] * len(marks)
+            applied = {row[0] for row in await cur.fetchall()}
+        return [m.delivery_id in applied for m in marks]
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -167,6 +176,17 @@ class DeliveryLog:
                 "update delivery_log set claimed_until = null where claimed_by = %s and status = 'sending'"
                 " and claimed_until is not null",
                 (self._owner,),
+            )
+            return cur.rowcount
+
+    async def prune(self, channel: str, older_than: datetime, limit: int) -> int:
+        """Delete at most ``limit`` finished rows of ``channel`` last touched before ``older_than``."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "delete from delivery_log where ctid = any(array(select ctid from delivery_log"
+                " where status in ('sent', 'failed', 'dead_lettered') and channel = %s and updated_at < %s"
+                " order by updated_at limit %s))",
+                (channel, older_than, limit),
             )
             return cur.rowcount
 

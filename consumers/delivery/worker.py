@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import confluent_kafka
@@ -43,6 +43,7 @@ from notify_core.exceptions import DecodeError
 from notify_core.fencing import RebuildBudget
 from notify_core.kafka_async import AsyncProducer
 from notify_core.kafka_clients import make_consumer, translate
+from notify_core.outage import is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
@@ -101,6 +102,7 @@ class Worker:
         self._failure: BaseException | None = None
         self._commit_failing = False
         self._rebuilds = RebuildBudget()
+        self._pruning: asyncio.Task[None] | None = None
 
     def stop(self, *_args: object) -> None:
         self._stopping = True
@@ -123,6 +125,7 @@ class Worker:
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
         last_commit = 0.0
+        last_prune = time.monotonic()  # not at start-up: a burst run in a test prunes nothing
         try:
             while not self._stopping and self._failure is None:
                 room = self._settings.delivery_max_in_flight - len(self._tasks)
@@ -143,6 +146,9 @@ class Worker:
                 if now - last_commit >= COMMIT_EVERY_S:
                     await self._commit(consumer, on_kafka)
                     last_commit = now
+                if now - last_prune >= self._settings.prune_every_s:
+                    self._spawn_prune()
+                    last_prune = now
                 # The assignment is looked at (a hop to the Kafka thread) only once idle.
                 if stop_when_idle and burst.idle(now):
                     mine = len(await on_kafka(consumer.assignment)) > 0
@@ -235,6 +241,23 @@ class Worker:
         with self._tracker_lock:
             self._tracker.finish(record.topic, record.partition, record.offset)
         self.stats.last_done_at = time.monotonic()
+
+    def _spawn_prune(self) -> None:
+        if self._pruning is not None and not self._pruning.done():
+            return  # the last round is still running
+        self._pruning = asyncio.create_task(self._prune())
+
+    async def _prune(self) -> None:
+        """Finished delivery-log rows past retention, a bounded batch a round; an outage skips it."""
+        cutoff = self._clock() - timedelta(seconds=self._settings.delivery_log_retention_s)
+        try:
+            removed = await self._log.prune(self._channel.value, cutoff, self._settings.prune_batch)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.error("delivery_log_prune_failed", error=str(exc)[:300])
+            return
+        if removed:
+            log.info("delivery_log_pruned", channel=self._channel.value, rows=removed)
 
     def _retry_due_soon(self, idle_s: float) -> bool:
         now = self._clock()

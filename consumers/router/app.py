@@ -130,6 +130,7 @@ class Router:
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
         last_release = 0.0
+        last_prune = time.monotonic()  # not at start-up: a burst run in a test prunes nothing
         try:
             self._txn.start()
             consumer.subscribe([self._names.requests])
@@ -146,6 +147,9 @@ class Router:
                     if self._release_due():
                         burst.activity(time.monotonic())
                     last_release = time.monotonic()
+                if time.monotonic() - last_prune >= settings.prune_every_s:
+                    self._prune()
+                    last_prune = time.monotonic()
                 now = time.monotonic()
                 if (
                     stop_when_idle
@@ -414,6 +418,26 @@ class Router:
         deadline = time.monotonic() + seconds
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _prune(self) -> None:
+        """Bounded deletes of state past its retention; an outage just skips this round."""
+        try:
+            conn = self._connection()
+            state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+            with conn.transaction():
+                removed = state.prune(
+                    self._clock(),
+                    released_retention=timedelta(seconds=self._settings.deferred_retention_s),
+                    limit=self._settings.prune_batch,
+                )
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._drop_connection()
+            self.database.failed(exc)
+            return
+        if removed:
+            log.info("router_state_pruned", rows=removed)
 
     # --- deferred messages ----------------------------------------------------------------------
     def _release_due(self) -> int:

@@ -77,10 +77,15 @@ class RouterState:
     ) -> None:
         with self._conn.cursor() as cur:
             if seen_rows:
+                # A key last seen before the window is new again: take it over, so a retry of the
+                # reused request within the new window is caught. Within the window the first
+                # sighting stays (that is how a replayed batch recognises itself).
                 cur.executemany(
-                    "insert into router_seen (dedupe_key, source_partition, source_offset, seen_at)"
-                    " values (%s, %s, %s, %s) on conflict (dedupe_key) do nothing",
-                    [(k, p, o, now) for k, p, o in seen_rows],
+                    "insert into router_seen as s (dedupe_key, source_partition, source_offset, seen_at)"
+                    " values (%s, %s, %s, %s) on conflict (dedupe_key) do update set"
+                    " source_partition = excluded.source_partition, source_offset = excluded.source_offset,"
+                    " seen_at = excluded.seen_at where s.seen_at <= %s",
+                    [(k, p, o, now, now - self._dedupe_window) for k, p, o in seen_rows],
                 )
             if cap_rows:
                 cur.executemany(
@@ -113,10 +118,19 @@ class RouterState:
             (now, list(delivery_ids)),
         )
 
-    def prune(self, now: datetime) -> int:
-        """Forget dedupe marks and cap rows older than their windows."""
-        seen = self._conn.execute("delete from router_seen where seen_at <= %s", (now - self._dedupe_window,))
-        capped = self._conn.execute(
-            "delete from router_routed where routed_at <= %s", (now - self._cap_window,)
-        )
-        return (seen.rowcount or 0) + (capped.rowcount or 0)
+    def prune(self, now: datetime, *, released_retention: timedelta, limit: int) -> int:
+        """Forget, at most ``limit`` rows a table at a time, dedupe marks and cap rows past their
+        windows and deferred messages released longer ago than ``released_retention``."""
+        removed = 0
+        for table, column, cutoff, extra in (
+            ("router_seen", "seen_at", now - self._dedupe_window, ""),
+            ("router_routed", "routed_at", now - self._cap_window, ""),
+            ("router_deferred", "released_at", now - released_retention, " and released_at is not null"),
+        ):
+            cur = self._conn.execute(
+                f"delete from {table} where ctid = any(array("  # noqa: S608 - names from this list only
+                f"select ctid from {table} where {column} <= %s{extra} order by {column} limit %s))",
+                (cutoff, limit),
+            )
+            removed += cur.rowcount or 0
+        return removed
