@@ -3,7 +3,9 @@
 Reads build the immutable values of ``models.py`` (only active devices and contacts) and are cached
 with a bounded size and TTL; every write through this class invalidates what it changed, so our own
 API never serves a stale row. Writes that go around it are seen after the TTL. Bad input raises
-``InvalidUserData``; no psycopg error escapes.
+``InvalidUserData``; no psycopg error escapes. Phone numbers and e-mail addresses are checked by
+``phonenumbers`` and ``email-validator`` and stored in their normalised forms; errors about them say
+what is wrong without echoing the value (it is personal data, and error texts end up in logs).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from datetime import time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 import psycopg
+from email_validator import EmailNotValidError, validate_email
 from psycopg_pool import ConnectionPool
 
 from notify_core.db.cache import TtlCache
@@ -35,7 +39,6 @@ from notify_core.userdata.models import (
     UserContext,
 )
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 LOCALE = re.compile(LOCALE_PATTERN)
 PUSH_PLATFORMS = {"ios": Channel.IOS, "android": Channel.ANDROID}
 
@@ -224,15 +227,12 @@ class UserDataRepository:
             self._contexts.invalidate(row[0])
 
     def add_email(self, user_id: str, address: str) -> int:
-        address = address.strip().lower()
-        if "@" not in address or address.startswith("@") or address.endswith("@"):
-            raise InvalidUserData(f"{address!r} is not an e-mail address")
-        return self._add_contact("user_emails", "address", user_id, address)
+        """Add (or reactivate) an address, stored lower-case in email-validator's normalised form."""
+        return self._add_contact("user_emails", "address", user_id, normalize_email(address))
 
-    def add_phone(self, user_id: str, e164: str) -> int:
-        if not E164.match(e164):
-            raise InvalidUserData(f"{e164!r} is not an E.164 number like +15555550123")
-        return self._add_contact("user_phones", "e164", user_id, e164)
+    def add_phone(self, user_id: str, number: str) -> int:
+        """Add (or reactivate) a phone number given in international form, stored as E.164."""
+        return self._add_contact("user_phones", "e164", user_id, normalize_phone(number))
 
     def _add_contact(self, table: str, column: str, user_id: str, value: str) -> int:
         with self._conn() as conn:
@@ -348,3 +348,53 @@ class UserDataRepository:
                 (t.template_id, t.channel.value, t.locale, t.version, *values),
             )
         self._templates.invalidate(t.template_id)
+
+
+# --- contact normalisation (pure) -------------------------------------------------------------------
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "it must start with + and a known country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "it does not look like a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "it is too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "it is too short",
+    phonenumbers.NumberParseException.TOO_LONG: "it is too long",
+}
+# A library message built around a chained error may quote part of the address: cut that part.
+_QUOTED_CAUSE = re.compile(r"\s*\(.*\)")
+
+
+def normalize_phone(number: str) -> str:
+    """The E.164 form of a valid number in international form; ``InvalidUserData`` otherwise.
+
+    Valid, not merely possible: libphonenumber's metadata knows which ranges are assigned, so a
+    typo in an area code or a reserved range is refused here rather than costing an SMS attempt.
+    (Fictional test numbers therefore come from ranges it accepts, e.g. +1 201 555 01xx.)
+    """
+    try:
+        # No default region: a national number ("0612345678") is ambiguous, so it is refused.
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as exc:
+        why = _PARSE_ERRORS.get(exc.error_type, "it cannot be read")
+        # from None, here and below: our text says it all, and a chained library error could quote the value.
+        raise InvalidUserData(f"phone number is not an international (E.164) number: {why}") from None
+    if parsed.extension:
+        raise InvalidUserData("phone number has an extension, which an SMS cannot reach")
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidUserData(
+            "phone number is not a valid E.164 number: no such number range for its country code"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(address: str) -> str:
+    """email-validator's normalised form of ``address`` (syntax only, no DNS), or ``InvalidUserData``."""
+    try:
+        # Lower-cased first: the schema keeps addresses lower-case (one row per mailbox whatever the
+        # spelling), which email-validator leaves to us for the local part.
+        info = validate_email(address.strip().lower(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        why = str(exc)
+        if exc.__cause__ is not None:  # e.g. an IDNA error, which quotes the label it refused
+            why = _QUOTED_CAUSE.sub("", why)
+        raise InvalidUserData(f"not a valid e-mail address: {why}") from None
+    # Its normalised form: domain IDNA-mapped (full-width letters, Punycode shown as Unicode), NFC.
+    return str(info.normalized)

@@ -76,7 +76,7 @@ def seed_demo(repo: UserDataRepository) -> None:
     )
     repo.add_device("demo-ada", "android", "fcm-demo-ada-pixel", "notify-demo")
     repo.add_email("demo-ada", "ada@example.com")
-    repo.add_phone("demo-ada", "+447700900001")
+    repo.add_phone("demo-ada", "+442079460001")  # Ofcom's drama range: valid, and nobody's
     repo.set_preference("demo-ada", "marketing", Channel.SMS, opted_in=False)
     # Grace: French, e-mail and SMS.
     repo.upsert_user("demo-grace", "fr", "Europe/Paris")

@@ -191,7 +191,7 @@ def test_daily_cap_suppresses_the_fourth_marketing_push(env: RouterEnv) -> None:
 
 def test_quiet_hours_defer_until_morning_then_release(env: RouterEnv) -> None:
     env.repo.upsert_user("u-night", "en", "UTC")
-    env.repo.add_phone("u-night", "+15555550100")
+    env.repo.add_phone("u-night", "+12015550100")
     env.repo.set_quiet_hours("u-night", time(22, 0), time(7, 0))
     with NotificationClient(env.settings) as client:
         client.send(request("u-night", channels=["sms"]))

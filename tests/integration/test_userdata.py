@@ -103,6 +103,46 @@ def test_a_device_token_moves_to_its_new_owner(repo: UserDataRepository) -> None
     assert [d.token for d in new.devices] == ["shared-token"]
 
 
+def test_contacts_are_stored_in_their_normalised_forms(repo: UserDataRepository) -> None:
+    repo.upsert_user("u-norm")
+    phone = repo.add_phone("u-norm", "+1 (201) 555-0123")
+    email = repo.add_email("u-norm", "Ada.Lovelace@Example.COM")
+    # Another spelling of the same contact is the same row, not a second one.
+    assert repo.add_phone("u-norm", "tel:+1-201-555-0123") == phone
+    assert repo.add_email("u-norm", " Ada.Lovelace@example.com ") == email
+    context = repo.get_context("u-norm")
+    assert context is not None
+    assert sorted((c.channel, c.address) for c in context.contacts) == [
+        (Channel.EMAIL, "ada.lovelace@example.com"),
+        (Channel.SMS, "+12015550123"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("phone", "+12"),  # the old E.164 regex took it
+        ("phone", "+15555550123"),  # the right length, but no such area code
+        ("phone", "+33 6 12 34 56 78 ext 9"),
+        ("email", "ada@example"),  # the old check took it
+        ("email", "ada@@example.com"),
+        ("email", "ada lovelace@example.com"),
+    ],
+)
+def test_bad_contacts_are_refused_without_echoing_them(
+    repo: UserDataRepository, kind: str, value: str
+) -> None:
+    repo.upsert_user("u-bad")
+    add = repo.add_phone if kind == "phone" else repo.add_email
+    with pytest.raises(InvalidUserData) as refused:
+        add("u-bad", value)
+    assert value not in str(refused.value)
+    assert value.replace(" ", "") not in str(refused.value).replace(" ", "")
+    context = repo.get_context("u-bad")
+    assert context is not None
+    assert context.contacts == ()
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
