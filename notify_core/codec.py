@@ -4,7 +4,8 @@ Wire format (Avro specification, "Single object encoding")::
 
     C3 01 | CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form (8 bytes, LE) | body
 
-Every ``schemas/<name>.v<N>.avsc`` is loaded once. ``encode`` writes with the newest version of a
+Every ``schemas/<name>.v<N>.avsc`` is loaded once (the ``schemas`` package: the repository's folder,
+or the installed copy inside the wheel). ``encode`` writes with the newest version of a
 schema (or a pinned one); ``decode`` looks the writer schema up by fingerprint among every version
 and resolves it to the reader's version, so old data stays readable. Anything that is not such a
 record raises ``DecodeError``; a record that does not fit its schema raises ``EncodeError``.
@@ -26,13 +27,14 @@ import fastavro
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from notify_core.exceptions import DecodeError, NotifyError, SchemaError
+from notify_core.resources import package_dir
 
 REQUEST = "notification_request"
 CHANNEL_MESSAGE = "channel_message"
 EVENT = "notification_event"
 DEAD_LETTER = "dead_letter"
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = package_dir("schemas")
 CONTENT_TYPE = "application/vnd.apache.avro+binary; encoding=single-object"
 # The Kafka headers every record we produce carries (confluent-kafka's header list shape).
 CONTENT_TYPE_HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", CONTENT_TYPE.encode())]
@@ -180,5 +182,5 @@ class AvroCodec:
 
 @functools.cache
 def default_codec() -> AvroCodec:
-    """The codec for the repository's ``schemas/``, loaded once per process."""
+    """The codec for the installed ``schemas`` package, loaded once per process."""
     return AvroCodec()

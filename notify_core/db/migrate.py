@@ -16,8 +16,9 @@ from typing import Any
 import psycopg
 
 from notify_core.exceptions import DatabaseError
+from notify_core.resources import package_dir
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = package_dir("notify_core.db") / "migrations"  # shipped in the wheel as package data
 _NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _LOCK_ID = 7_004_231  # any constant: identifies "notify migrations" among advisory locks
 
