@@ -17,13 +17,13 @@ import functools
 import io
 import json
 import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fastavro
+import fastavro.schema
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from notify_core.exceptions import DecodeError, NotifyError, SchemaError
@@ -47,34 +47,20 @@ class EncodeError(NotifyError, ValueError):
     """A record that does not fit its schema."""
 
 
-# --- CRC-64-AVRO (the Rabin fingerprint of the Avro specification) ----------------------------------
-_EMPTY = 0xC15D213AA4D7A795
-
-
-def _table() -> list[int]:
-    table = []
-    for byte in range(256):
-        fp = byte
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_TABLE = _table()
+def fingerprint_of(schema: dict[str, Any]) -> bytes:
+    """The 8 little-endian bytes identifying a (parsed) schema on the wire: its CRC-64-AVRO."""
+    return _crc64_avro_bytes(to_parsing_canonical_form(schema))
 
 
 def crc64_avro(data: bytes) -> int:
-    fp = _EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
-    return fp
+    """The CRC-64-AVRO (Rabin) fingerprint of UTF-8 text, such as a Parsing Canonical Form, as a number."""
+    return int.from_bytes(_crc64_avro_bytes(data.decode()), "little")
 
 
-def fingerprint_of(schema: dict[str, Any]) -> bytes:
-    """The 8 little-endian bytes identifying a (parsed) schema on the wire."""
-    canonical = to_parsing_canonical_form(schema)
-    return struct.pack("<Q", crc64_avro(canonical.encode()))
+def _crc64_avro_bytes(text: str) -> bytes:
+    # fastavro's answer is the hex of the fingerprint's 8 little-endian bytes (the Java implementation's
+    # order, which the single-object encoding uses).
+    return bytes.fromhex(fastavro.schema.fingerprint(text, "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True)
