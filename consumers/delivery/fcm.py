@@ -1,8 +1,10 @@
 """FCM HTTP v1 channel adapter: one decoded channel message in, one ``Outcome`` out, over aiohttp.
 
 Contract: ``await FcmAdapter(...).send(message)`` never raises for provider, transport or OAuth
-trouble; it returns ``classify(...)`` of Google's answer, or a retryable ``timeout`` /
-``connection_error`` / ``oauth_error``. Every send (token included) is bounded by ``timeout_s``.
+trouble; it returns ``classify(...)`` of Google's answer, or ``classify_exception(...)``: a retryable
+``timeout`` / ``connection_error`` / ``oauth_unreachable`` / ``oauth_error``, or a permanent
+``oauth_<error>`` when the token endpoint refuses the service account (``oauth_invalid_grant``, ...).
+Every send (token included) is bounded by ``timeout_s``.
 A message whose ``expires_at`` has passed is ``permanent("expired")`` without a call. The adapter
 binds to the event loop of its first send; ``await close()`` when done. ``classify`` is pure and
 implements FCM's errorCode table (notes: providers.md §3).
@@ -16,11 +18,19 @@ OAuth: google-auth's service-account credentials sign the grant JWT and POST it 
 time serves every waiting send, and the token is renewed ``refresh_margin_s`` before it expires. A
 401 without an FcmError (the access token expired or was revoked) drops that token and the send is
 tried once more with a fresh one; a second 401 is a retryable ``UNAUTHENTICATED``.
+
+A refused service account (RFC 6749 token errors: ``invalid_grant`` for a wrong or deleted key,
+``invalid_client``, ``unauthorized_client``, ``invalid_scope``, ...) is permanent, like the other
+channels' bad credentials (APNs 403 InvalidProviderToken, SMTP 535, SNS InvalidClientTokenId): no
+retry can fix it, so the delivery is dead-lettered with a reason that names the refusal, to be
+replayed (``notify dlq replay android --reason oauth_invalid_grant``) once the key is fixed. A
+refresh that google-auth marks retryable (5xx, 429, ``temporarily_unavailable``) stays a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import email.utils
 import json
@@ -56,6 +66,20 @@ _PERMANENT = frozenset({"INVALID_ARGUMENT", "THIRD_PARTY_AUTH_ERROR", "APNS_AUTH
 # Google: back off QUOTA_EXCEEDED with "a minimum initial delay of 1 minute" when no Retry-After.
 _QUOTA_MIN_DELAY_S = 60.0
 _UNAUTHENTICATED = "UNAUTHENTICATED"
+# RFC 6749 5.2 token-endpoint errors, and access_denied: the endpoint refuses our service account
+# (or our grant of it), and asking again with the same key gets the same answer.
+_CREDENTIAL_REFUSALS = frozenset(
+    {
+        "invalid_grant",  # wrong, deleted or disabled key; the JWT's iat/exp off (clock skew)
+        "invalid_client",
+        "unauthorized_client",
+        "invalid_scope",
+        "invalid_request",
+        "unsupported_grant_type",
+        "access_denied",
+    }
+)
+_OAUTH_CODE = re.compile(r"^([a-z_]{1,40}):")
 # "Invalid value at 'message.data[0].value' (TYPE_STRING), <the value>": keep the part before the value.
 _QUOTED_VALUE = re.compile(r"^(Invalid value at '[^']*'(?: \([^)]*\))?)")
 _TRANSPORT_ERRORS = (
@@ -110,11 +134,15 @@ def classify(
 
 
 def classify_exception(exc: BaseException) -> Outcome:
-    """A send that got no answer: retryable, whether it timed out, lost its connection or its token."""
+    """A send that got no answer from FCM: retryable (timeout, lost connection, token endpoint down or
+    busy), except a token endpoint that refused our credentials, which is permanent."""
     if isinstance(exc, TimeoutError):
         return Outcome.retry("timeout")
     if isinstance(exc, google_exceptions.RefreshError):
-        # The token endpoint refused our key: not this message's fault; retry once config is fixed.
+        code = _oauth_error_code(exc)
+        if code in _CREDENTIAL_REFUSALS and not getattr(exc, "retryable", False):
+            # Our key is refused: the same policy as the other channels' bad credentials.
+            return Outcome.permanent(f"oauth_{code}", detail=_refresh_error_text(exc))
         return Outcome.retry("oauth_error", detail=_refresh_error_text(exc))
     if isinstance(exc, google_exceptions.TransportError):
         return Outcome.retry("oauth_unreachable", detail=type(exc.__cause__ or exc).__name__)
@@ -222,8 +250,8 @@ class AccessToken:
             return self._token
         if self._failed is not None and self._clock() < self._failed[0] + self._cooldown_s:
             # A refused key stays refused: do not send every message's worth of grants to the endpoint.
-            error = self._failed[1]
-            raise type(error)(*error.args)
+            # A copy (args and google-auth's retryable flag, no traceback) for each waiting send.
+            raise copy.copy(self._failed[1])
         task = self._refreshing
         if task is None:
             task = self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
@@ -411,6 +439,16 @@ def _retry_after(headers: Mapping[str, str] | None, now: float | None) -> float 
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _oauth_error_code(exc: google_exceptions.RefreshError) -> str | None:
+    """The OAuth ``error`` of a refused grant: from the response google-auth keeps as its second
+    argument, else from its "<error>: <error_description>" text."""
+    response = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(response, Mapping) and isinstance(response.get("error"), str):
+        return str(response["error"])
+    match = _OAUTH_CODE.match(str(exc.args[0])) if exc.args else None
+    return match.group(1) if match else None
 
 
 def _refresh_error_text(exc: google_exceptions.RefreshError) -> str:

@@ -353,14 +353,15 @@ async def test_persistent_401_is_a_retry_after_one_refresh(
 async def test_bad_service_account_key_is_refused_clearly(
     sandbox: FcmSandbox, account: ServiceAccount, make_adapter: MakeAdapter, tmp_path: Path
 ) -> None:
-    """A key file for the right account but the wrong key: invalid_grant, nothing sent, no hammering."""
+    """A key file for the right account but the wrong key: invalid_grant, permanent (like the other
+    channels' bad credentials), nothing sent, no hammering."""
     forged = write_service_account(
         tmp_path / "forged", token_uri=sandbox.token_uri, client_email=account.client_email
     )
     adapter = make_adapter(credentials=forged.path)
     outcome = await adapter.send(message())
-    assert outcome == Outcome.retry("oauth_error", detail="invalid_grant: Invalid JWT Signature.")
-    assert (await adapter.send(message("d-2"))).reason == "oauth_error"
+    assert outcome == Outcome.permanent("oauth_invalid_grant", detail="invalid_grant: Invalid JWT Signature.")
+    assert await adapter.send(message("d-2")) == outcome  # the remembered refusal is classified alike
     assert sandbox.token_requests == 1  # the refusal is remembered for a few seconds
     assert sandbox.recorder.all() == []
     with pytest.raises(google_exceptions.RefreshError, match="invalid_grant: Invalid JWT Signature"):
@@ -373,6 +374,9 @@ async def test_bad_service_account_key_is_refused_clearly(
     )
     with pytest.raises(google_exceptions.RefreshError, match="account not found"):
         await AccessToken.from_file(stranger.path, timeout_s=5.0).get()
+    stranger_adapter = make_adapter(credentials=stranger.path)
+    assert (await stranger_adapter.send(message("d-3"))).reason == "oauth_invalid_grant"
+    assert sandbox.recorder.all() == []
 
 
 def _assertion(account: ServiceAccount, key: rsa.RSAPrivateKey, **claims: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -13,6 +13,7 @@ from google.auth import exceptions as google_exceptions
 
 from consumers.delivery.fcm import (
     MAX_TTL_S,
+    AccessToken,
     build_body,
     classify,
     classify_exception,
@@ -300,12 +301,113 @@ def google_error(cls: type[Exception], *args: Any, **kwargs: Any) -> Exception:
         (aiohttp.ServerDisconnectedError(), "connection_error"),
         (ConnectionRefusedError(), "connection_error"),
         (google_error(google_exceptions.TransportError, "down"), "oauth_unreachable"),
-        (google_error(google_exceptions.RefreshError, "invalid_grant: bad", {}), "oauth_error"),
+        # The token endpoint answered, but not about our key: busy, down, or a body we cannot read.
+        (
+            google_error(
+                google_exceptions.RefreshError,
+                "temporarily_unavailable: try later",
+                {"error": "temporarily_unavailable"},
+                retryable=True,
+            ),
+            "oauth_error",
+        ),
+        (
+            google_error(
+                google_exceptions.RefreshError,
+                "server_error: None",
+                {"error": "server_error"},
+                retryable=True,
+            ),
+            "oauth_error",
+        ),
+        (
+            google_error(google_exceptions.RefreshError, "<html>502 Bad Gateway</html>", retryable=True),
+            "oauth_error",
+        ),
+        (google_error(google_exceptions.RefreshError, "<html>400 from a proxy</html>"), "oauth_error"),
+        (
+            google_error(google_exceptions.RefreshError, "token endpoint returned no access_token"),
+            "oauth_error",
+        ),
+        # google-auth flags a 5xx as retryable whatever the body says: a refusal in a 503 is the outage's.
+        (
+            google_error(
+                google_exceptions.RefreshError, "invalid_grant: x", {"error": "invalid_grant"}, retryable=True
+            ),
+            "oauth_error",
+        ),
     ],
 )
 def test_classify_exception_is_retry(exc: BaseException, reason: str) -> None:
     outcome = classify_exception(exc)
     assert (outcome.status, outcome.reason, outcome.deactivate_target) == (R, reason, False)
+
+
+# The token endpoint refusing the service account (RFC 6749 5.2, in Google's words), as google-auth
+# raises it: "<error>: <error_description>", then the decoded response. Permanent, like APNs 403
+# InvalidProviderToken, SMTP 535 and SNS InvalidClientTokenId: retrying the same key cannot help.
+@pytest.mark.parametrize(
+    ("error", "description"),
+    [
+        ("invalid_grant", "Invalid JWT Signature."),  # wrong or deleted key
+        ("invalid_grant", "Invalid grant: account not found"),
+        ("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) ..."),  # clock skew
+        ("invalid_client", "The OAuth client was not found."),
+        ("unauthorized_client", "Client is unauthorized to retrieve access tokens using this method."),
+        ("invalid_scope", "Invalid OAuth scope or ID token audience provided."),
+        ("access_denied", "Account restricted"),
+        ("invalid_request", "Missing required parameter: assertion"),
+        ("unsupported_grant_type", "Invalid grant_type: "),
+    ],
+)
+def test_refused_credentials_are_permanent_naming_the_refusal(error: str, description: str) -> None:
+    text = f"{error}: {description}"
+    exc = google_error(
+        google_exceptions.RefreshError,
+        text,
+        {"error": error, "error_description": description},
+        retryable=False,
+    )
+    outcome = classify_exception(exc)
+    assert outcome == Outcome.permanent(f"oauth_{error}", detail=text)
+    # Without the decoded response (google-auth's text only) the error is read from the text.
+    assert classify_exception(google_error(google_exceptions.RefreshError, text)) == outcome
+
+
+class _RefusingCredentials:
+    """Stands in for service-account credentials whose every refresh raises ``error``."""
+
+    token: str | None = None
+    expiry: dt.datetime | None = None
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def refresh(self, _request: object) -> None:
+        raise self.error
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retryable", [True, False])
+async def test_a_remembered_refusal_is_classified_like_the_first(retryable: bool) -> None:
+    """Within the failure cooldown every send gets a copy of the last refusal: the same args and the
+    same google-auth ``retryable`` flag, so the same outcome."""
+    refusal = google_error(
+        google_exceptions.RefreshError, "invalid_grant: x", {"error": "invalid_grant"}, retryable=retryable
+    )
+    token = AccessToken(cast(Any, _RefusingCredentials(refusal)), failure_cooldown_s=60.0)
+    try:
+        outcomes = []
+        for _ in range(3):
+            with pytest.raises(google_exceptions.RefreshError) as raised:
+                await token.get()
+            assert getattr(raised.value, "retryable", None) is retryable
+            outcomes.append(classify_exception(raised.value))
+    finally:
+        await token.close()
+    assert token.refreshes == 0
+    assert len(set(outcomes)) == 1
+    assert outcomes[0].status is (R if retryable else P)
 
 
 def test_refresh_error_detail_is_googles_words() -> None:
