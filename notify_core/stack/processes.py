@@ -7,6 +7,7 @@ signalled.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -44,6 +45,15 @@ def our_pid(pid_file: Path, marker: str) -> int | None:
 
 
 _DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _forget_detached() -> None:
+    # A server we started outlives this process on purpose (it is stopped by pid file); reap the
+    # ones already stopped and tell Popen the others are not ours to wait for, so exit is quiet.
+    for process in _DETACHED:
+        if process.poll() is None:
+            process.returncode = 0
 
 
 def spawn(
