@@ -72,7 +72,7 @@ def test_hostile_requests_are_dead_lettered_and_valid_ones_behind_them_routed(en
     codec = default_codec()
     add_full_user(env.repo, "u-ok", locale="en")
     env.repo.upsert_user("u-tokyo", "en", "Asia/Tokyo")
-    env.repo.add_phone("u-tokyo", "+15555550199")
+    env.repo.add_phone("u-tokyo", "+12015550199")
     env.repo.set_quiet_hours("u-tokyo", clock_time(0, 0), clock_time(23, 59))
     bomb_templates(env)
     hostile: list[tuple[bytes, str]] = [
