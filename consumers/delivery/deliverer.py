@@ -1,16 +1,16 @@
 """One channel message, from claim to mark: what a worker does with each record it consumes.
 
-The order of effects is the safety argument. The pace is taken before the lease, so a queue
-waiting on a slow pace never outlives it. After the provider call, every Kafka record carrying
-the outcome (retry copy, dead letter, event) is acknowledged before the delivery log records the
-final state: the log is the last word, never the first, so a crash in between repeats work rather
-than losing it. Database and broker calls are retried through outages (``notify_core.outage``);
-any other exception dead-letters the record as ``internal_error`` and the worker moves on.
+The order of effects is the safety argument, and it is decided by the pure plan functions of
+``effects.py`` (see its docstring for the rule); this module only runs the effects they return, in
+order, each as one awaited call. Database and broker calls are retried through outages
+(``notify_core.outage``); any other exception dead-letters the record as ``internal_error`` and the
+worker moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import deque
@@ -21,15 +21,16 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from consumers.delivery import effects as fx
 from consumers.delivery.backoff import BackoffPolicy
 from consumers.delivery.decide import Action, Step, next_step
-from consumers.delivery.delivery_log import Claim, ClaimResult, DeliveryLog
+from consumers.delivery.delivery_log import Claim, DeliveryLog
 from consumers.delivery.outcome import Outcome
 from consumers.delivery.rate_limit import TokenBucket
 from consumers.delivery.retry_wait import tier_for
 from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE_HEADERS, DEAD_LETTER, EVENT, default_codec
 from notify_core.events import Failure, dead_letter, event
-from notify_core.kafka_async import AsyncProducer
+from notify_core.kafka_async import AsyncProducer, Headers
 from notify_core.outage import Outage, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -122,12 +123,18 @@ class Deliverer:
         producer: AsyncProducer,
     ) -> None:
         try:
+            job = _Job(record, message, producer)
             if message is None:
                 assert failure is not None
-                step = Step(Action.DEAD_LETTER, failure.error_type, failure.message)
-                await self._dead_letter(producer, record, None, step, 0, None)
-            else:
-                await self._attempt(record, message, producer)
+                job.step = Step(Action.DEAD_LETTER, failure.error_type, failure.message)
+                await self._run(job, fx.on_arrival(readable=False, expired=False))
+                return
+            expires_at: datetime | None = message.get("expires_at")
+            expired = expires_at is not None and expires_at <= self._clock()
+            if expired:
+                job.step = Step(Action.DEAD_LETTER, "expired", "expired before it could be sent")
+                job.attempts = int(message["attempt"])
+            await self._run(job, fx.on_arrival(readable=True, expired=expired))
         except asyncio.CancelledError:
             raise  # shutdown past its grace: not committed, so redelivered after restart
         except Exception as exc:  # the total catch: one record never stops the worker
@@ -135,11 +142,12 @@ class Deliverer:
 
     async def _internal_error(self, record: Record, producer: AsyncProducer, exc: Exception) -> None:
         self.stats.internal_errors += 1
-        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        where = _where(record)
         log.error("delivery_internal_error", error_type=type(exc).__name__, error=str(exc)[:500], **where)
-        step = Step(Action.DEAD_LETTER, "internal_error", f"{type(exc).__name__}: {exc}")
+        job = _Job(record, None, producer)  # as received: whatever failed may be in the message
+        job.step = Step(Action.DEAD_LETTER, "internal_error", f"{type(exc).__name__}: {exc}")
         try:
-            await self._dead_letter(producer, record, None, step, 0, None)
+            await self._run(job, fx.on_internal_error())
         except Exception as again:  # not even a dead letter fits: say so, move on
             log.error("dead_letter_failed", error=str(again)[:500], **where)
 
@@ -159,181 +167,137 @@ class Deliverer:
             outage.ok()
             return result
 
-    async def _produce(self, producer: AsyncProducer, topic: str, value: bytes, record: Record) -> None:
-        """Produce and wait for the broker's ack, riding out broker outages (same bytes every try)."""
-        headers = _carried_headers(record)
-        await self.until_ok(lambda: producer.produce(topic, value, record.key, headers), self.broker)
+    # --- the interpreter: effects.py decides the order, this only runs it -------------------------
+    async def _run(self, job: _Job, plan: fx.Plan) -> None:
+        """Run ``plan`` in order; a ``Claim`` or a ``Send`` answers with the stage that follows it."""
+        queue = deque(plan)
+        while queue:
+            effect = queue.popleft()
+            queue.extend(await self._do(job, effect))
+            assert isinstance(effect, fx.Commit) == (not queue), "a plan ends with its Commit, only there"
 
-    async def _attempt(self, record: Record, message: dict[str, Any], producer: AsyncProducer) -> None:
-        now = self._clock()
-        expires_at: datetime | None = message.get("expires_at")
-        if expires_at is not None and expires_at <= now:
-            step = Step(Action.DEAD_LETTER, "expired", "expired before it could be sent")
-            await self._dead_letter(producer, record, message, step, int(message["attempt"]), None)
-            return
-        # The pace is taken before the lease: a queue waiting on a slow pace never outlives its lease.
-        await self._bucket.acquire()
-        claim = await self.until_ok(
-            lambda: self._log.claim(
-                message["delivery_id"], message["notification_id"], self._channel.value, self._clock()
-            ),
-            self.database,
-        )
-        if claim.result is ClaimResult.DONE:
-            self.stats.skipped_done += 1
-            return
-        if claim.result is ClaimResult.BUSY:
-            await self._busy(record, message, claim, producer)
-            return
+    async def _do(self, job: _Job, effect: fx.Effect) -> fx.Plan:
+        match effect:
+            case fx.Pace():
+                await self._bucket.acquire()
+            case fx.Claim():
+                message = _need(job.message)
+                ids = message["delivery_id"], message["notification_id"], self._channel.value
+                job.claim = await self.until_ok(lambda: self._log.claim(*ids, self._clock()), self.database)
+                return fx.on_claim(job.claim.result)
+            case fx.Skip():
+                self.stats.skipped_done += 1
+            case fx.Send():
+                outcome, step = await self._send(job)
+                return fx.after_call(step, outcome.status, can_deactivate=self._deactivate is not None)
+            case fx.Produce(kind=fx.Kind.RETRY_COPY, busy=busy):
+                await self._retry_copy(job, busy)
+            case fx.Produce(kind=fx.Kind.DEAD_LETTER):
+                await self._dead_letter(job)
+            case fx.Produce(kind=fx.Kind.EVENT, event=kind):
+                await self._event(job, _need(kind))
+            case fx.Deactivate():
+                deactivate = _need(self._deactivate)
+                ref, reason = str(_need(job.message)["target_ref"]), _need(job.step).error_type
+                await self.until_ok(lambda: deactivate(self._channel, ref, reason), self.database)
+                self.stats.deactivated += 1
+            case fx.Mark(status=status):
+                await self._mark(job, status)
+            case fx.Commit():
+                # The offset itself is finished by Worker._run_one once deliver() returns: the tracker
+                # and its lock are the worker's, and a delivery cancelled at shutdown never gets that
+                # far, so it is redelivered. Commit is last (checked in _run): returning is that moment.
+                pass
+        return ()
 
+    async def _send(self, job: _Job) -> tuple[Outcome, Step]:
+        message, claim = _need(job.message), _need(job.claim)
         began = time.perf_counter()
         self.stats.first_send_at = self.stats.first_send_at or time.monotonic()
-        outcome = await self._adapter.send(message)
-        latency = time.perf_counter() - began
-        self.stats.send_seconds.append(latency)
-        now = self._clock()
-        step = next_step(
+        outcome = job.outcome = await self._adapter.send(message)
+        job.latency = time.perf_counter() - began
+        self.stats.send_seconds.append(job.latency)
+        step = job.step = next_step(
             outcome,
             attempts=claim.attempts,
-            now=now,
-            expires_at=expires_at,
+            now=self._clock(),
+            expires_at=message.get("expires_at"),
             policy=self._policy,
             rng=self._rng,
         )
-        await self._settle(record, message, producer, claim, outcome, step, latency)
+        now = job.now = self._clock()  # what every record and the mark of this outcome carry
+        job.attempts, job.first_failed_at = claim.attempts, claim.first_failed_at or now
+        return outcome, step
 
-    async def _busy(
-        self, record: Record, message: dict[str, Any], claim: Claim, producer: AsyncProducer
-    ) -> None:
-        self.stats.deferred_busy += 1
-        # Usually a second copy racing the first on this very worker: look again soon, and at the
-        # latest when the other lease lapses.
-        now = self._clock()
-        soon = now + timedelta(seconds=2 * self._settings.delivery_backoff_base_s)
-        not_before = min(claim.busy_until or soon, soon)
-        copy = {**message, "not_before": not_before}
-        topic = self._names.retry(self._channel, tier_for(not_before, now))
-        await self._produce(producer, topic, self._codec.encode(CHANNEL_MESSAGE, copy), record)
-
-    async def _settle(
-        self,
-        record: Record,
-        message: dict[str, Any],
-        producer: AsyncProducer,
-        claim: Claim,
-        outcome: Outcome,
-        step: Step,
-        latency: float,
-    ) -> None:
-        """After the call: every Kafka record that carries the outcome first, the log's mark last."""
-        now = self._clock()
-        delivery_id = message["delivery_id"]
-        common = {"attempt": claim.attempts, "latency_ms": round(latency * 1000, 3)}
-        if step.action is Action.SENT:
-            await self._event(
-                producer,
-                record,
-                message,
-                "SENT",
-                now,
-                provider_message_id=outcome.provider_message_id,
-                **common,
-            )
-            marked = await self.until_ok(
-                lambda: self._log.mark_sent(delivery_id, outcome.provider_message_id, now), self.database
-            )
-            self._lease_check(marked, record, delivery_id)
-            self.stats.sent += 1
-        elif step.action is Action.RETRY:
-            assert step.not_before is not None
-            copy = {**message, "attempt": claim.attempts, "not_before": step.not_before}
-            topic = self._names.retry(self._channel, tier_for(step.not_before, now))
-            await self._produce(producer, topic, self._codec.encode(CHANNEL_MESSAGE, copy), record)
-            await self._event(
-                producer, record, message, "FAILED_RETRYING", now, reason=step.error_type, **common
-            )
-            marked = await self.until_ok(
-                lambda: self._log.mark_failed(delivery_id, "retrying", step.message, now), self.database
-            )
-            self._lease_check(marked, record, delivery_id)
-            self.stats.retried += 1
+    async def _mark(self, job: _Job, status: fx.MarkStatus) -> None:
+        delivery_id, now = _need(job.message)["delivery_id"], _need(job.now)
+        if status is fx.MarkStatus.SENT:
+            pmid = _need(job.outcome).provider_message_id
+            call = functools.partial(self._log.mark_sent, delivery_id, pmid, now)
         else:
-            if outcome.status == "permanent":
-                await self._event(
-                    producer, record, message, "FAILED_PERMANENT", now, reason=step.error_type, **common
-                )
-            await self._dead_letter(
-                producer, record, message, step, claim.attempts, claim.first_failed_at or now
-            )
-            if step.deactivate and self._deactivate is not None:
-                deactivate = self._deactivate
-                await self.until_ok(
-                    lambda: deactivate(self._channel, str(message["target_ref"]), step.error_type),
-                    self.database,
-                )
-                self.stats.deactivated += 1
-                await self._event(
-                    producer, record, message, "TARGET_DEACTIVATED", now, reason=step.error_type, **common
-                )
-            marked = await self.until_ok(
-                lambda: self._log.mark_failed(delivery_id, "dead_lettered", step.message, now), self.database
-            )
-            self._lease_check(marked, record, delivery_id)
+            error = _need(job.step).message
+            call = functools.partial(self._log.mark_failed, delivery_id, status.value, error, now)
+        marked = await self.until_ok(call, self.database)
+        self.stats.sent += status is fx.MarkStatus.SENT
+        self.stats.retried += status is fx.MarkStatus.RETRYING
+        if not marked:
+            # Our lease lapsed and another worker claimed the delivery: its row is its own now.
+            self.stats.lease_lost += 1
+            log.warning("delivery_lease_lost", delivery_id=delivery_id, **_where(job.record))
 
-    def _lease_check(self, marked: bool, record: Record, delivery_id: str) -> None:
-        if marked:
-            return
-        # Our lease lapsed and another worker claimed the delivery: its row is its own now.
-        self.stats.lease_lost += 1
-        log.warning(
-            "delivery_lease_lost",
-            delivery_id=delivery_id,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-
-    async def _dead_letter(
-        self,
-        producer: AsyncProducer,
-        record: Record,
-        message: dict[str, Any] | None,
-        step: Step,
-        attempts: int,
-        first_failed_at: datetime | None,
+    async def _produce(
+        self, job: _Job, topic: str, value: bytes, key: bytes | None, headers: Headers
     ) -> None:
-        now = self._clock()
+        """Produce and wait for the broker's ack, riding out broker outages (same bytes every try)."""
+        await self.until_ok(lambda: job.producer.produce(topic, value, key, headers), self.broker)
+
+    async def _retry_copy(self, job: _Job, busy: bool) -> None:
+        message = _need(job.message)
+        if busy:
+            self.stats.deferred_busy += 1
+            # Usually a second copy racing the first on this very worker: look again soon, and at the
+            # latest when the other lease lapses.
+            now = self._clock()
+            soon = now + timedelta(seconds=2 * self._settings.delivery_backoff_base_s)
+            not_before = min(_need(job.claim).busy_until or soon, soon)
+            copy = {**message, "not_before": not_before}
+        else:
+            now, not_before = _need(job.now), _need(_need(job.step).not_before)
+            copy = {**message, "attempt": job.attempts, "not_before": not_before}
+        topic = self._names.retry(self._channel, tier_for(not_before, now))
+        value = self._codec.encode(CHANNEL_MESSAGE, copy)
+        await self._produce(job, topic, value, job.record.key, _carried_headers(job.record))
+
+    async def _dead_letter(self, job: _Job) -> None:
+        now, step = self._clock(), _need(job.step)
+        job.letter_at = now
         letter = dead_letter(
-            record,
+            job.record,
             Failure(step.error_type, step.message),
             stage=self._stage,
             failed_at=now,
-            attempts=attempts,
-            first_failed_at=first_failed_at,
+            attempts=job.attempts,
+            first_failed_at=job.first_failed_at,
         )
         # The letter's own (bounded) key, and no copy of the original headers: those are inside the
         # letter, and a huge key or header must not make the letter itself too large to produce.
         value = self._codec.encode(DEAD_LETTER, letter)
-        await self.until_ok(
-            lambda: producer.produce(self._dlq_topic, value, letter["key"], CONTENT_TYPE_HEADERS), self.broker
-        )
+        await self._produce(job, self._dlq_topic, value, letter["key"], CONTENT_TYPE_HEADERS)
         self.stats.dead_lettered += 1
-        if message is not None:
-            await self._event(
-                producer, record, message, "DEAD_LETTERED", now, reason=step.error_type, attempt=attempts
-            )
 
-    async def _event(
-        self,
-        producer: AsyncProducer,
-        record: Record,
-        message: Mapping[str, Any],
-        kind: str,
-        now: datetime,
-        **fields: Any,
-    ) -> None:
+    async def _event(self, job: _Job, kind: fx.EventType) -> None:
+        message = _need(job.message)
+        fields: dict[str, Any] = {"attempt": job.attempts}
+        if kind is fx.EventType.SENT:
+            fields["provider_message_id"] = _need(job.outcome).provider_message_id
+        else:
+            fields["reason"] = _need(job.step).error_type
+        if kind is fx.EventType.DEAD_LETTERED:  # at the letter's own time, with no call's latency
+            now = _need(job.letter_at)
+        else:
+            now, fields["latency_ms"] = _need(job.now), round(job.latency * 1000, 3)
         built = event(
-            kind,
+            kind.value,
             occurred_at=now,
             notification_id=message["notification_id"],
             user_id=message["user_id"],
@@ -346,8 +310,35 @@ class Deliverer:
         )
         value = self._codec.encode(EVENT, built)  # encoded once: a retried produce keeps its event_id
         key = str(message["notification_id"]).encode()
-        headers = _carried_headers(record)
-        await self.until_ok(lambda: producer.produce(self._events_topic, value, key, headers), self.broker)
+        await self._produce(job, self._events_topic, value, key, _carried_headers(job.record))
+
+
+@dataclass
+class _Job:
+    """One record's state while its plan runs, filled in by the claim and the call."""
+
+    record: Record
+    message: dict[str, Any] | None  # None: undecodable or checked out, and after an internal error
+    producer: AsyncProducer
+    step: Step | None = None  # why it is dead-lettered before any call; next_step's after the call
+    attempts: int = 0
+    first_failed_at: datetime | None = None
+    claim: Claim | None = None
+    outcome: Outcome | None = None
+    latency: float = 0.0
+    now: datetime | None = None  # when the outcome was settled
+    letter_at: datetime | None = None  # when the dead letter was made
+
+
+def _need(value: T | None) -> T:
+    """What an effect needs from an earlier one: a plan run out of order fails loudly, never quietly."""
+    if value is None:
+        raise AssertionError("an effect ran before the one that provides what it needs")
+    return value
+
+
+def _where(record: Record) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 def _carried_headers(record: Record) -> list[tuple[str, str | bytes | None]]:
