@@ -52,11 +52,17 @@ def make_producer(
 
 
 def make_consumer(
-    settings: Settings, group_id: str, *, instance_id: str | None = None, **overrides: Any
+    settings: Settings,
+    group_id: str,
+    *,
+    instance_id: str | None = None,
+    per_topic_balance: bool = False,
+    **overrides: Any,
 ) -> confluent_kafka.Consumer:
     """A manually committing, ``read_committed`` consumer in ``group_id``; a static member of the
-    group (it gets its partitions straight back after a restart) when given an ``instance_id``."""
-    conf = settings.kafka_consumer(group_id, instance_id=instance_id)
+    group (it gets its partitions straight back after a restart) when given an ``instance_id``;
+    sharing out each of its topics with ``per_topic_balance`` (see ``Settings.kafka_consumer``)."""
+    conf = settings.kafka_consumer(group_id, instance_id=instance_id, per_topic_balance=per_topic_balance)
     conf.update(overrides)
     return confluent_kafka.Consumer(_with_client_logs(conf))
 

@@ -220,12 +220,21 @@ class Settings(BaseSettings):
             conf["transaction.timeout.ms"] = 30_000
         return conf
 
-    def kafka_consumer(self, group_id: str, *, instance_id: str | None = None) -> dict[str, Any]:
+    def kafka_consumer(
+        self, group_id: str, *, instance_id: str | None = None, per_topic_balance: bool = False
+    ) -> dict[str, Any]:
         """A consumer that commits explicitly and sees only committed transactional output.
 
         With ``instance_id`` it is a static member of its group (KIP-345): a restarted process
         with the same id takes its partitions straight back, with no rebalance and no wait for
         its dead predecessor's session to lapse.
+
+        ``per_topic_balance``: members share out each topic, not just the total partition count.
+        Cooperative-sticky balances totals only, so of two workers reading a channel topic and its
+        four retry tiers, one could hold every channel partition and do all the fresh work.
+        Round-robin over the sorted partitions shares every topic (at the price of eager
+        rebalances, which the delivery log makes safe: a record in flight during one is skipped
+        or waits for its lease when redelivered).
         """
         conf = self.kafka_common()
         conf.update(
@@ -238,7 +247,9 @@ class Settings(BaseSettings):
                 "auto.offset.reset": "earliest",
                 # Never act on output of an aborted router transaction.
                 "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
+                "partition.assignment.strategy": (
+                    "roundrobin" if per_topic_balance else "cooperative-sticky"
+                ),
                 # A killed member's partitions move after this, not after the 45 s default: the
                 # price is a rebalance when a process stalls for 10 s, which ours never do (the
                 # Kafka thread polls on its own).

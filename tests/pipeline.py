@@ -9,6 +9,7 @@ creates users with one target per channel and the templates they are sent.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -120,13 +121,23 @@ def worker(channel: Channel, env: dict[str, str], log: Path) -> Process:
     return Process(["worker", "run", "--channel", channel.value], env, log)
 
 
+# Every user seeded in this process, with its targets: numbers are handed out in order, so no two
+# users share one (a valid US number range: +1 202 200 0000 onwards).
+_SEEDED: dict[str, dict[Channel, str]] = {}
+_NUMBERS = itertools.count()
+
+
 def targets(user_id: str) -> dict[Channel, str]:
-    """The one device, number or address ``seed`` gives each user, per channel."""
-    digest = hashlib.sha256(user_id.encode()).hexdigest()
+    """The one device, number or address ``seed`` gave the user, per channel."""
+    return _SEEDED[user_id]
+
+
+def _new_targets(user_id: str) -> dict[Channel, str]:
+    n = next(_NUMBERS)
     return {
-        Channel.IOS: digest,  # 64 hex characters, like a real APNs token
+        Channel.IOS: hashlib.sha256(user_id.encode()).hexdigest(),  # 64 hex characters, like APNs
         Channel.ANDROID: f"{user_id}-android",
-        Channel.SMS: f"+1555{int(digest[:12], 16) % 10**10:010d}",
+        Channel.SMS: f"+1202{200 + n // 10_000:03d}{n % 10_000:04d}",
         Channel.EMAIL: f"{user_id}@example.com",
     }
 
@@ -148,7 +159,7 @@ def seed(repo: UserDataRepository, users: list[str], template_id: str = "hello")
             )
         )
     for user_id in users:
-        mine = targets(user_id)
+        mine = _SEEDED.setdefault(user_id, _new_targets(user_id))
         repo.upsert_user(user_id, "en", "UTC")
         repo.add_device(user_id, "ios", mine[Channel.IOS], "app")
         repo.add_device(user_id, "android", mine[Channel.ANDROID], "app")

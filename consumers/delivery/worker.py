@@ -172,7 +172,8 @@ class Worker:
 
     # --- consuming -------------------------------------------------------------------------------
     def _subscribed(self, instance: str | None) -> confluent_kafka.Consumer:
-        consumer = make_consumer(self._settings, self.group, instance_id=instance)
+        # Balanced per topic: every worker gets its share of fresh traffic, not only of retries.
+        consumer = make_consumer(self._settings, self.group, instance_id=instance, per_topic_balance=True)
         topics = [self._topic, *self._retry_tiers]
         consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
         return consumer
