@@ -46,5 +46,7 @@ def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
     assert "a bad request is refused before it reaches Kafka" in out
     assert "suppressed 1 x sms: opted_out" in out
     assert "dead letter: missing_param" in out
+    assert "user_id: contains a control character U+0000" in out
+    assert "dead letter: decode_error" in out
     assert "the workers: {'sent': 7, 'dead_lettered': 1}" in out
     assert "sent after 2 attempts (last error: Throttling" in out
