@@ -10,8 +10,6 @@ be running and stop cleanly on SIGTERM.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from notify_core.topics import Channel, topic_specs
 from notify_core.userdata.repository import UserDataRepository
 from producer import NotificationClient
 from tests.pipeline import Process, Sandboxes, router, sandboxes, seed, targets, worker
+from tests.private_stack import OUTAGE, private_stack_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -33,32 +32,7 @@ OUTAGE_S = 20.0
 PER_PHASE = 40  # requests per phase; each reaches 4 targets
 
 
-@pytest.fixture(scope="module")
-def private_stack(base_settings: Settings) -> Iterator[Settings]:
-    """A Kafka and a PostgreSQL of this module's own, started here and stopped after."""
-    own = base_settings.model_copy(
-        update={
-            "kafka_port": 19192,
-            "kafka_controller_port": 19193,
-            "kafka_bootstrap": "127.0.0.1:19192",
-            "kafka_heap": "512m",
-            "postgres_port": 56532,
-            "database_url": base_settings.database_url.__class__(
-                "postgresql://notify@127.0.0.1:56532/notify"
-            ),
-            "cache_dir": base_settings.cache_dir / "outage-stack",
-            "topic_prefix": f"o-{uuid.uuid4().hex[:8]}",
-            "topic_partitions": 3,
-            "produce_timeout_s": 10.0,
-        }
-    )
-    postgres.start(own)
-    kafka_broker.start(own)
-    try:
-        yield own
-    finally:
-        kafka_broker.stop(own)
-        postgres.stop(own)
+private_stack = private_stack_fixture(OUTAGE)
 
 
 def env_for(settings: Settings, boxes: Sandboxes) -> dict[str, str]:
