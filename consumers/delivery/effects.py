@@ -96,7 +96,8 @@ class Mark:
 
 @dataclass(frozen=True)
 class Commit:
-    """The record's offset may be committed: the record is finished."""
+    """The record is finished and its offset may be committed: ``Worker._run_one`` does that
+    (``tracker.finish``) once ``Deliverer.deliver`` returns, which is right after this effect."""
 
 
 Effect = Pace | Claim | Skip | Send | Produce | Deactivate | Mark | Commit
