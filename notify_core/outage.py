@@ -20,7 +20,7 @@ import psycopg
 import psycopg_pool
 import structlog
 
-from notify_core.exceptions import DatabaseError, KafkaError
+from notify_core.exceptions import ConfigError, DatabaseError, KafkaError
 
 # Broker answers that no retry can fix: they belong to the record, not to the broker's health.
 RECORD_ERROR_CODES = frozenset(
@@ -36,11 +36,53 @@ RECORD_ERROR_CODES = frozenset(
         "_VALUE_SERIALIZATION",
     }
 )
-_DATABASE_OUTAGES = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+# Failover and session limits are outages too, though psycopg files them under InternalError.
+_DATABASE_OUTAGES = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
+# What no retry and no dead letter can fix: the process must stop and say so.
+FATAL_CODES = frozenset(
+    {
+        "_FATAL",
+        "_FENCED",
+        "PRODUCER_FENCED",
+        "FENCED_INSTANCE_ID",
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "GROUP_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+    }
+)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Misconfigured or fenced: a missing table or privilege, a producer another process fenced."""
+    if isinstance(exc, ConfigError | psycopg.ProgrammingError):
+        return True
+    if isinstance(exc, DatabaseError) and isinstance(exc.__cause__, psycopg.ProgrammingError):
+        return True
+    if isinstance(exc, KafkaError):
+        return exc.code in FATAL_CODES
+    try:
+        import confluent_kafka
+    except ImportError:  # pragma: no cover - every process that can reach here has it
+        return False
+    if isinstance(exc, confluent_kafka.KafkaException) and isinstance(
+        exc.args[0] if exc.args else None, confluent_kafka.KafkaError
+    ):
+        err = exc.args[0]
+        return bool(err.fatal()) or err.name() in FATAL_CODES
+    return False
 
 
 def is_outage(exc: BaseException) -> bool:
     """Would the same call succeed once the database or broker is back?"""
+    if is_fatal(exc):
+        return False
     if isinstance(exc, _DATABASE_OUTAGES):
         return True
     if isinstance(exc, DatabaseError):

@@ -33,7 +33,7 @@ import psycopg
 import structlog
 
 from consumers.router.batch import Lookups, Parsed, Rejected, parse_records, plan_batch
-from consumers.router.exceptions import RenderInterrupted
+from consumers.router.exceptions import RenderInterrupted, RouterError
 from consumers.router.policy import cap_key
 from consumers.router.render import Renderer
 from consumers.router.state import RouterState
@@ -48,9 +48,10 @@ from consumers.router.txn import (
 from notify_core.burst import BurstStop
 from notify_core.codec import REQUEST, default_codec
 from notify_core.events import Failure
+from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.fencing import RebuildBudget
 from notify_core.kafka_clients import make_consumer, translate
-from notify_core.outage import Outage, is_outage
+from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.stats import LATENCY_SAMPLES
@@ -82,6 +83,22 @@ class RouterStats:
 
 
 EMPTY_LOOKUPS = Lookups(seen={}, contexts={}, categories={}, templates={}, cap_usage={})
+# Below librdkafka's default message.max.bytes (1,000,000) and the broker's max.message.bytes.
+MAX_OUTPUT_BYTES = 900_000
+
+
+class OutputTooLarge(RouterError):
+    """A request rendered into a record the broker would refuse: it is dead-lettered alone."""
+
+
+def _fatal_error(exc: BaseException) -> Exception:
+    """What the router stops with: our own errors as they are, a database refusal explained."""
+    if isinstance(exc, NotifyError):
+        return exc
+    return ConfigError(
+        f"the database refused the router's statements ({type(exc).__name__}: {exc});"
+        " is the schema migrated (notify db migrate) and the role allowed?"
+    )
 
 
 class Router:
@@ -230,6 +247,8 @@ class Router:
         except Stopped:
             raise
         except Exception as exc:
+            if is_fatal(exc):
+                raise _fatal_error(exc) from exc
             if is_outage(exc):
                 self._wait_for_database(exc, consumer, records)
                 return False
@@ -246,10 +265,11 @@ class Router:
         log.warning("router_batch_narrowing", records=len(records), error_type=type(exc).__name__)
         middle = len(records) // 2
         first, rest = records[:middle], records[middle:]
-        if not self._handle(first, consumer, reposition=True):
-            self._rewind(consumer, records)
-            return False
-        return self._handle(rest, consumer, reposition=True)
+        if self._handle(first, consumer, reposition=True) and self._handle(rest, consumer, reposition=True):
+            return True
+        # Some of the batch may be committed by now, some not: read on from what is committed.
+        self._rewind_to_committed(consumer)
+        return False
 
     def _dead_letter_alone(
         self, record: Record, consumer: confluent_kafka.Consumer, error: Exception
@@ -264,7 +284,8 @@ class Router:
             error_type=type(error).__name__,
             error=str(error)[:500],
         )
-        failure = Failure("internal_error", f"{type(error).__name__}: {error}"[:2000])
+        kind = "output_too_large" if isinstance(error, OutputTooLarge) else "internal_error"
+        failure = Failure(kind, f"{type(error).__name__}: {error}"[:2000])
         plan = plan_batch(
             [Rejected(record, failure)],
             EMPTY_LOOKUPS,
@@ -306,6 +327,12 @@ class Router:
             deferred = []
             for out in plan.outputs:
                 value = self._codec.encode(out.schema, out.record)
+                if len(value) > MAX_OUTPUT_BYTES:
+                    # Checked before anything is written: the broker would refuse it, and a deferred
+                    # one would block every release behind it.
+                    raise OutputTooLarge(
+                        f"{out.schema} for {out.topic} is {len(value)} bytes, over {MAX_OUTPUT_BYTES}"
+                    )
                 if out.deliver_at is None:
                     immediate.append((out.topic, out.key, value))
                 else:
@@ -432,7 +459,8 @@ class Router:
                 )
         except Exception as exc:
             if not is_outage(exc):
-                raise
+                log.error("router_prune_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                return  # housekeeping: it must not stop the router
             self._drop_connection()
             self.database.failed(exc)
             return
@@ -453,6 +481,8 @@ class Router:
         except Stopped:
             raise
         except Exception as exc:
+            if is_fatal(exc):
+                raise _fatal_error(exc) from exc
             if not is_outage(exc):
                 raise
             self._drop_connection()

@@ -289,7 +289,8 @@ class _Emitter:
     def reject(self, record: Record, failure: Failure, req: NotificationRequest | None) -> None:
         self.plan.counts[f"rejected:{failure.error_type}"] += 1
         letter = dead_letter(record, failure, stage="router", failed_at=self.now)
-        self.plan.outputs.append(Output(self.names.requests_dlq, record.key or b"", DEAD_LETTER, letter))
+        # The letter's own bounded key: the original may be too large for the letter to be produced.
+        self.plan.outputs.append(Output(self.names.requests_dlq, letter["key"] or b"", DEAD_LETTER, letter))
         if req is not None:
             self._event(req, "SUPPRESSED", reason="invalid", attributes={"error_type": failure.error_type})
 

@@ -14,6 +14,7 @@ transaction. The caller gets ``ProducerReplaced`` and reads its batch again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -90,7 +91,13 @@ class Transactions:
         self.replaced = 0
 
     def start(self) -> None:
-        self.until_ok(lambda p: p.init_transactions(TXN_TIMEOUT_S), retry_all=True)
+        """Initialise the producer (fencing any predecessor); a stuck init gets a fresh producer."""
+        while True:
+            try:
+                self._call(lambda p: p.init_transactions(TXN_TIMEOUT_S), retry_all=True)
+                return
+            except StuckCall:
+                self._swap()
 
     def commit(
         self,
@@ -115,17 +122,26 @@ class Transactions:
     def abort(self, exc: confluent_kafka.KafkaException) -> None:
         """After a failed commit: abort (fatal errors are raised, the rest retried until it works)."""
         fatal_check(exc)
-        self.until_ok(lambda p: p.abort_transaction(TXN_TIMEOUT_S), retry_all=True)
+        # A stuck abort replaces the producer, whose init_transactions aborts the transaction for us.
+        with contextlib.suppress(ProducerReplaced):
+            self.until_ok(lambda p: p.abort_transaction(TXN_TIMEOUT_S), retry_all=True)
 
     def until_ok(self, call: Callable[[confluent_kafka.Producer], T], *, retry_all: bool = False) -> T:
-        """``call(producer)``, retried while the broker is away: on retriable errors, or on any
-        non-fatal one when ``retry_all`` (an abort must happen, whatever it takes)."""
+        """``call(producer)`` inside a transaction, retried while the broker is away; a stuck call
+        replaces the producer and raises ``ProducerReplaced`` (the transaction is gone)."""
+        try:
+            return self._call(call, retry_all=retry_all)
+        except StuckCall as exc:
+            self._swap()
+            self.start()
+            raise ProducerReplaced(str(exc)) from exc
+
+    def _call(self, call: Callable[[confluent_kafka.Producer], T], *, retry_all: bool) -> T:
+        """Retried on retriable errors, or on any non-fatal one when ``retry_all`` (an abort must
+        happen, whatever it takes); ``StuckCall`` when librdkafka does not return."""
         while True:
             try:
                 result = call_with_deadline(functools.partial(call, self._producer), self._deadline_s)
-            except StuckCall as exc:
-                self._replace()
-                raise ProducerReplaced(str(exc)) from exc
             except confluent_kafka.KafkaException as exc:
                 err = exc.args[0]
                 fatal_check(exc)
@@ -138,12 +154,11 @@ class Transactions:
             self._broker.ok()
             return result
 
-    def _replace(self) -> None:
+    def _swap(self) -> None:
         log.warning("router_producer_stuck", transactional_id=self._id, replaced=self.replaced + 1)
         self._abandoned.append(self._producer)
         self._producer = make_producer(self._settings, transactional_id=self._id)
         self.replaced += 1
-        self.start()
 
     def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -31,6 +31,7 @@ from notify_core.topics import Channel, topic_names
 from notify_core.userdata.models import Template
 from tests.integration.test_router import RouterEnv, add_full_user
 from tests.integration.test_router import env as env
+from tests.pipeline import wait_for_members
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,8 @@ def test_sigterm_during_a_runaway_render_stops_the_router_promptly(env: RouterEn
             [sys.executable, "-m", "notify_cli", "router", "run"], env=child_env, stdout=out, stderr=out
         )
     try:
-        time.sleep(6)  # joined the group and several renders into the batch (it takes 20 s+)
+        wait_for_members(env.settings, env.settings.router_group, 1)
+        time.sleep(2)  # a couple of renders into the batch (it takes 20 s+)
         assert router.poll() is None, log.read_text()[-2000:]
         router.send_signal(signal.SIGTERM)
         began = time.monotonic()
@@ -154,9 +156,9 @@ def test_sigterm_during_a_runaway_render_stops_the_router_promptly(env: RouterEn
 
 
 def test_a_request_whose_output_the_broker_refuses_is_narrowed_down_and_dead_lettered(env: RouterEnv) -> None:
-    """A request rendered into a 2 MB e-mail makes its whole batch's transaction fail; the batch is
-    halved until that one request is alone, which is dead-lettered as internal_error with the broker's
-    reason, and every other request of the batch is routed exactly once."""
+    """A request rendered into a 2 MB e-mail (the broker would refuse it) makes its batch fail; the
+    batch is halved until that one request is alone, which is dead-lettered as output_too_large,
+    and every other request of the batch is routed exactly once."""
     codec = default_codec()
     add_full_user(env.repo, "u-ok", locale="en")
     loop = "{% for i in range(32) %}{{ big }}{% endfor %}"
@@ -171,6 +173,6 @@ def test_a_request_whose_output_the_broker_refuses_is_narrowed_down_and_dead_let
     stats = env.run()
     assert stats.internal_errors == 1
     [letter] = env.read(topic_names(env.settings).requests_dlq, DEAD_LETTER)
-    assert letter["error_type"] == "internal_error"
-    assert "SIZE_TOO_LARGE" in letter["error_message"]
+    assert letter["error_type"] == "output_too_large"
+    assert "bytes, over 900000" in letter["error_message"]
     assert len(env.channel(Channel.EMAIL)) == 5
