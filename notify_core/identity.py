@@ -82,18 +82,21 @@ class Slot:
         raise ConfigError(f"all {MAX_SLOTS} instance slots of {self.kind} are taken")
 
     def _watch(self) -> None:
+        held = True  # healthy means: the session answers AND it holds the lock
         while not self._stop.wait(WATCH_EVERY_S):
-            try:
-                self._conn.execute("select 1")
-                continue
-            except psycopg.Error:
-                pass
+            if held:
+                try:
+                    self._conn.execute("select 1")
+                    continue
+                except psycopg.Error:
+                    held = False
             # The session is gone, and the lock with it: take the same slot back.
             try:
                 self._conn = self._connect()
                 taken = self._try(self.number)
             except (psycopg.Error, DatabaseError):
                 continue  # still away: try again on the next tick
+            held = taken
             if taken:
                 log.warning("instance_slot_reclaimed", kind=self.kind, slot=self.number)
             else:

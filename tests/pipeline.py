@@ -14,12 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from notify_core.kafka_clients import make_admin
+from notify_core.settings import Settings
 from notify_core.topics import Channel
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
@@ -111,6 +114,24 @@ class Process:
             self.popen.kill()
             self.popen.wait(10)
             return -signal.SIGKILL
+
+
+def wait_for_members(settings: Settings, group: str, count: int, timeout_s: float = 90) -> None:
+    """Until ``group`` is stable with ``count`` members that all hold partitions (no sleeps)."""
+    admin = make_admin(settings)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = admin.describe_consumer_groups([group])[group].result()
+        members = list(described.members)
+        state = str(described.state).rsplit(".", 1)[-1]
+        if (
+            state == "STABLE"
+            and len(members) == count
+            and all(m.assignment is not None and m.assignment.topic_partitions for m in members)
+        ):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} did not settle with {count} members in {timeout_s:g}s")
 
 
 def router(env: dict[str, str], log: Path) -> Process:

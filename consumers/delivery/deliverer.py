@@ -24,14 +24,14 @@ import structlog
 from consumers.delivery import effects as fx
 from consumers.delivery.backoff import BackoffPolicy
 from consumers.delivery.decide import Action, Step, next_step
-from consumers.delivery.delivery_log import Claim, DeliveryLog
+from consumers.delivery.delivery_log import Claim, ClaimResult, DeliveryLog
 from consumers.delivery.outcome import Outcome
 from consumers.delivery.rate_limit import TokenBucket
 from consumers.delivery.retry_wait import tier_for
 from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE_HEADERS, DEAD_LETTER, EVENT, default_codec
 from notify_core.events import Failure, dead_letter, event
 from notify_core.kafka_async import AsyncProducer, Headers
-from notify_core.outage import Outage, is_outage
+from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.stats import LATENCY_SAMPLES
@@ -113,6 +113,9 @@ class Deliverer:
         )
         self._bucket = TokenBucket(send_rate(settings, channel))
         self.database = Outage("database")
+        # Deliveries this process is working on: a second copy (redelivered after a rebalance while
+        # the first waits out an outage past its lease) must not claim the lease again from here.
+        self._in_flight: set[str] = set()
         self.broker = Outage("broker")
 
     async def deliver(
@@ -122,8 +125,8 @@ class Deliverer:
         failure: Failure | None,
         producer: AsyncProducer,
     ) -> None:
+        job = _Job(record, message, producer)
         try:
-            job = _Job(record, message, producer)
             if message is None:
                 assert failure is not None
                 job.step = Step(Action.DEAD_LETTER, failure.error_type, failure.message)
@@ -138,7 +141,12 @@ class Deliverer:
         except asyncio.CancelledError:
             raise  # shutdown past its grace: not committed, so redelivered after restart
         except Exception as exc:  # the total catch: one record never stops the worker
+            if is_fatal(exc):
+                raise  # fenced or misconfigured: the worker stops, the record stays uncommitted
             await self._internal_error(record, producer, exc)
+        finally:
+            if job.holds is not None:
+                self._in_flight.discard(job.holds)
 
     async def _internal_error(self, record: Record, producer: AsyncProducer, exc: Exception) -> None:
         self.stats.internal_errors += 1
@@ -183,7 +191,13 @@ class Deliverer:
             case fx.Claim():
                 message = _need(job.message)
                 ids = message["delivery_id"], message["notification_id"], self._channel.value
+                if ids[0] in self._in_flight:
+                    job.claim = Claim(ClaimResult.BUSY)
+                    return fx.on_claim(job.claim.result)
                 job.claim = await self.until_ok(lambda: self._log.claim(*ids, self._clock()), self.database)
+                if job.claim.result is ClaimResult.CLAIMED:
+                    self._in_flight.add(ids[0])
+                    job.holds = ids[0]
                 return fx.on_claim(job.claim.result)
             case fx.Skip():
                 self.stats.skipped_done += 1
@@ -327,6 +341,7 @@ class _Job:
     outcome: Outcome | None = None
     latency: float = 0.0
     now: datetime | None = None  # when the outcome was settled
+    holds: str | None = None  # the delivery id this job claimed, released from _in_flight at the end
     letter_at: datetime | None = None  # when the dead letter was made
 
 

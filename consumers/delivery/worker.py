@@ -238,7 +238,12 @@ class Worker:
     async def _run_one(
         self, record: Record, message: dict[str, Any] | None, failure: Failure | None, producer: AsyncProducer
     ) -> None:
-        await self._deliverer.deliver(record, message, failure, producer)
+        try:
+            await self._deliverer.deliver(record, message, failure, producer)
+        except Exception as exc:  # fatal (fenced, misconfigured): stop, leave the record uncommitted
+            log.error("worker_stopping", error=f"{type(exc).__name__}: {exc}"[:500])
+            self._failure = self._failure or exc
+            return
         with self._tracker_lock:
             self._tracker.finish(record.topic, record.partition, record.offset)
         self.stats.last_done_at = time.monotonic()
@@ -340,11 +345,10 @@ def _fatal(msg: confluent_kafka.Message) -> bool:
 
 
 def static_instance(settings: Settings, group: str) -> str | None:
-    """The worker's static group membership (KIP-345), only when its instance id was set explicitly.
-
-    Two workers left on the default id "0" would fence each other as static members; as dynamic
-    members they share the group safely and a restart waits only for the 10 s session timeout.
-    """
+    """The worker's static group membership (KIP-345), when it has an identity: set explicitly, or
+    an instance slot claimed by ``notify worker run``. Without one (an in-process worker in a test
+    or the demo, on the default id "0") it is a dynamic member: two of those would fence each other
+    as static members, and a restart waits only for the 10 s session timeout."""
     if "worker_instance_id" not in settings.model_fields_set:
         return None
     return f"{group}-{settings.worker_instance_id}"

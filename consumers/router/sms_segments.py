@@ -28,7 +28,8 @@ def segments(text: str) -> SegmentInfo:
     if all(c in GSM_BASIC or c in GSM_EXTENSION for c in text):
         units = sum(2 if c in GSM_EXTENSION else 1 for c in text)
         return SegmentInfo("GSM-7", units, _parts(units, single=160, multi=153))
-    units = len(text.encode("utf-16-le")) // 2
+    # surrogatepass: a lone surrogate is one code unit, not a crash (counting must never raise).
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
     return SegmentInfo("UCS-2", units, _parts(units, single=70, multi=67))
 
 

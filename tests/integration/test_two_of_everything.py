@@ -3,14 +3,13 @@
 Every process is started from the CLI with no instance id set: each claims its own slot in
 PostgreSQL, so the routers' transactional ids and the workers' delivery-log owners and group
 instance ids are distinct. Halfway through, one of each is stopped with SIGTERM and another started
-in its place (a cooperative rebalance in every group). Measured at the sandboxes, every delivery
+in its place (a rebalance in every group). Measured at the sandboxes, every delivery
 arrives exactly once.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from notify_core.topic_admin import apply_topics
 from notify_core.topics import Channel, topic_specs
 from notify_core.userdata.repository import UserDataRepository
 from producer import NotificationClient
-from tests.pipeline import Process, router, sandboxes, seed, targets, worker
+from tests.pipeline import Process, router, sandboxes, seed, targets, wait_for_members, worker
 
 pytestmark = pytest.mark.integration
 REQUESTS = 10_000
@@ -41,10 +40,13 @@ def stats_of(process: Process) -> dict[str, Any]:
 
 
 def test_two_of_each_with_default_identities_deliver_everything_exactly_once(
-    settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path
+    settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both routers and both workers of each channel work; a SIGTERM and a replacement halfway
     loses nothing and repeats nothing."""
+    # Default identities: nothing pins an instance id, so every process claims a slot.
+    monkeypatch.delenv("NOTIFY_ROUTER_INSTANCE_ID", raising=False)
+    monkeypatch.delenv("NOTIFY_WORKER_INSTANCE_ID", raising=False)
     own = settings.model_copy(update={"topic_partitions": 6, "topic_prefix": f"{settings.topic_prefix}-x2"})
     admin = make_admin(own)
     apply_topics(admin, topic_specs(own))
@@ -73,16 +75,15 @@ def run_two_of_each(own: Settings, schema: str, tmp_path: Path) -> None:
             "NOTIFY_WORKER_GROUP_PREFIX": own.topic_prefix,
             "NOTIFY_SMS_MAX_PER_SECOND": "500",
         }
-        env.pop("NOTIFY_ROUTER_INSTANCE_ID", None)
-        env.pop("NOTIFY_WORKER_INSTANCE_ID", None)
-        os.environ.pop("NOTIFY_ROUTER_INSTANCE_ID", None)
-        os.environ.pop("NOTIFY_WORKER_INSTANCE_ID", None)
         logs = tmp_path / "logs"
         logs.mkdir()
         routers = [router(env, logs / f"router-{n}.log") for n in (1, 2)]
         workers = {c: [worker(c, env, logs / f"{c.value}-{n}.log") for n in (1, 2)] for c in CHANNELS}
         everyone = [*routers, *(w for pair in workers.values() for w in pair)]
-        time.sleep(12)  # every group settles with both members before traffic starts
+        # Every group settles with both members before traffic starts.
+        wait_for_members(own, f"{own.topic_prefix}-router", 2)
+        for channel in CHANNELS:
+            wait_for_members(own, f"{own.topic_prefix}-{channel.value}", 2)
         for process in everyone:
             assert process.alive(), process.tail()
 
