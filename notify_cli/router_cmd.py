@@ -8,7 +8,7 @@ from typing import Any
 
 from consumers.router.app import Router
 from notify_core.db.connect import connect, make_pool
-from notify_core.identity import Slot
+from notify_core.identity import with_slot
 from notify_core.settings import Settings
 from notify_core.userdata.repository import UserDataRepository
 
@@ -30,16 +30,8 @@ def build_router(settings: Settings) -> Router:
     return Router(settings, lambda: connect(settings), repository)
 
 
-def with_identity(settings: Settings) -> tuple[Settings, Slot | None]:
-    """The router's instance id: as configured, or the lowest free slot claimed in PostgreSQL."""
-    if "router_instance_id" in settings.model_fields_set:
-        return settings, None
-    slot = Slot(settings.database_url.get_secret_value(), f"router:{settings.router_group}")
-    return settings.model_copy(update={"router_instance_id": slot.name}), slot
-
-
 def run_router(args: argparse.Namespace, settings: Settings) -> int:
-    settings, slot = with_identity(settings)
+    settings, slot = with_slot(settings, "router_instance_id", f"router:{settings.router_group}")
     router = build_router(settings)
     router.install_signal_handlers()
     try:

@@ -13,7 +13,7 @@ from consumers.delivery.adapters import build_adapter
 from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Deactivate, Worker, WorkerStats, worker_group
 from notify_core.db.connect import make_async_pool, make_pool
-from notify_core.identity import Slot
+from notify_core.identity import with_slot
 from notify_core.settings import Settings
 from notify_core.topics import Channel
 from notify_core.userdata.repository import UserDataRepository
@@ -44,19 +44,12 @@ def make_deactivate(repo: UserDataRepository) -> Deactivate:
     return deactivate
 
 
-def with_identity(settings: Settings, channel: Channel) -> tuple[Settings, Slot | None]:
-    """The worker's instance id: as configured, or the lowest free slot claimed in PostgreSQL."""
-    if "worker_instance_id" in settings.model_fields_set:
-        return settings, None
-    slot = Slot(settings.database_url.get_secret_value(), f"worker:{worker_group(settings, channel)}")
-    return settings.model_copy(update={"worker_instance_id": slot.name}), slot
-
-
 async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: float) -> WorkerStats:
     if channel is Channel.EMAIL:
         # The e-mail worker signs unsubscribe links: refuse the dev secret before anything is opened.
         settings.check_for_production()
-    settings, slot = await asyncio.to_thread(with_identity, settings, channel)
+    kind = f"worker:{worker_group(settings, channel)}"
+    settings, slot = await asyncio.to_thread(with_slot, settings, "worker_instance_id", kind)
     try:
         return await _serve(settings, channel, burst=burst, idle_s=idle_s)
     finally:

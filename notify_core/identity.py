@@ -28,6 +28,7 @@ import psycopg
 import structlog
 
 from notify_core.exceptions import ConfigError, DatabaseError
+from notify_core.settings import Settings
 
 log = structlog.get_logger("identity")
 MAX_SLOTS = 1024
@@ -105,6 +106,14 @@ class Slot:
                     " PostgreSQL was away; stopping, since two processes now share one identity"
                 )
                 return
+
+
+def with_slot(settings: Settings, field: str, kind: str) -> tuple[Settings, Slot | None]:
+    """``settings`` with the instance id ``field`` as configured, or set to a slot claimed now."""
+    if field in settings.model_fields_set:
+        return settings, None
+    slot = Slot(settings.database_url.get_secret_value(), kind)
+    return settings.model_copy(update={field: slot.name}), slot
 
 
 def _exit_now(message: str) -> None:

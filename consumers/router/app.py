@@ -35,6 +35,7 @@ import structlog
 from consumers.router.batch import Lookups, Parsed, Rejected, parse_records, plan_batch
 from consumers.router.exceptions import RenderInterrupted, RouterError
 from consumers.router.policy import cap_key
+from consumers.router.positions import rewind, seek, seek_after
 from consumers.router.render import Renderer
 from consumers.router.state import RouterState
 from consumers.router.txn import (
@@ -255,7 +256,7 @@ class Router:
             return self._narrow(records, consumer, exc)
         self.database.ok()
         if reposition:
-            self._seek_after(consumer, records)
+            seek_after(consumer, records)
         return True
 
     def _narrow(self, records: Sequence[Record], consumer: confluent_kafka.Consumer, exc: Exception) -> bool:
@@ -303,7 +304,7 @@ class Router:
             # A dead letter is bounded, so this is the broker, not the letter: try again later.
             self._abort(consumer, exc)
             return False
-        self._seek_after(consumer, [record])
+        seek_after(consumer, [record])
         return True
 
     def _process(self, records: Sequence[Record], consumer: confluent_kafka.Consumer) -> None:
@@ -397,28 +398,7 @@ class Router:
                     raise Stopped("stopping while the broker is away") from exc
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else confluent_kafka.OFFSET_BEGINNING
-            self._seek(consumer, tp.topic, tp.partition, offset)
-
-    def _rewind(self, consumer: confluent_kafka.Consumer, records: Sequence[Record]) -> None:
-        """Read ``records`` again: each partition back to its first record here."""
-        first: dict[tuple[str, int], int] = {}
-        for r in records:
-            first[(r.topic, r.partition)] = min(first.get((r.topic, r.partition), r.offset), r.offset)
-        for (topic, partition), offset in first.items():
-            self._seek(consumer, topic, partition, offset)
-
-    def _seek_after(self, consumer: confluent_kafka.Consumer, records: Sequence[Record]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for r in records:
-            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), r.offset), r.offset)
-        for (topic, partition), offset in last.items():
-            self._seek(consumer, topic, partition, offset + 1)
-
-    @staticmethod
-    def _seek(consumer: confluent_kafka.Consumer, topic: str, partition: int, offset: int) -> None:
-        # A partition revoked meanwhile cannot be sought; its new owner reads from the committed offset.
-        with contextlib.suppress(confluent_kafka.KafkaException):
-            consumer.seek(confluent_kafka.TopicPartition(topic, partition, offset))
+            seek(consumer, tp.topic, tp.partition, offset)
 
     # --- PostgreSQL -----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
@@ -438,7 +418,7 @@ class Router:
     ) -> None:
         """PostgreSQL is away: nothing was produced for this batch; read it again after a pause."""
         self._drop_connection()
-        self._rewind(consumer, records)
+        rewind(consumer, records)
         self._pause(self.database.failed(exc))
 
     def _pause(self, seconds: float) -> None:
