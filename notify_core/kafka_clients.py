@@ -88,6 +88,17 @@ def _with_client_logs(conf: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
+def fatal_error(msg: confluent_kafka.Message, context: str) -> KafkaError | None:
+    """The consumer's fatal failure a consumed message reports (translated), or None.
+
+    The message's error says ``_FATAL``; ``fatal()`` is set only on the client's own error.
+    """
+    err = msg.error()
+    if err is None or not (err.fatal() or err.code() == confluent_kafka.KafkaError._FATAL):
+        return None
+    return translate(err, context)
+
+
 def translate(err: confluent_kafka.KafkaError, context: str) -> KafkaError:
     """Our error for a librdkafka one, keeping its code name (e.g. ``_MSG_TIMED_OUT``)."""
     return KafkaError(f"{context}: {err.str()} ({err.name()})", code=err.name())

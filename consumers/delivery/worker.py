@@ -42,7 +42,7 @@ from notify_core.events import Failure
 from notify_core.exceptions import DecodeError
 from notify_core.fencing import RebuildBudget
 from notify_core.kafka_async import AsyncProducer
-from notify_core.kafka_clients import make_consumer, translate
+from notify_core.kafka_clients import fatal_error, make_consumer, translate
 from notify_core.outage import is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -336,12 +336,10 @@ class Worker:
 
 
 def _fatal(msg: confluent_kafka.Message) -> bool:
-    err = msg.error()
-    # The message's error says _FATAL; fatal() is set only on the client's own error.
-    if err is None or not (err.fatal() or err.code() == confluent_kafka.KafkaError._FATAL):
-        return False
-    log.error("worker_consumer_failed", error=translate(err, "worker consume").args[0])
-    return True
+    failed = fatal_error(msg, "worker consume")
+    if failed is not None:
+        log.error("worker_consumer_failed", error=str(failed))
+    return failed is not None
 
 
 def static_instance(settings: Settings, group: str) -> str | None:

@@ -51,7 +51,7 @@ from notify_core.codec import REQUEST, default_codec
 from notify_core.events import Failure
 from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.fencing import RebuildBudget
-from notify_core.kafka_clients import make_consumer, translate
+from notify_core.kafka_clients import fatal_error, make_consumer, translate
 from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -144,7 +144,9 @@ class Router:
         # One identity for both: a restarted router fences its predecessor's transaction and, as a
         # static group member, takes its partitions straight back instead of waiting out a session.
         consumer = make_consumer(settings, settings.router_group, instance_id=identity)
-        self._txn = Transactions(settings, identity, broker=self.broker, stopping=lambda: self._stopping)
+        self._txn = Transactions(
+            settings, identity, broker=self.broker, stopping=lambda: self._stopping, pause=self._pause
+        )
         started = time.monotonic()
         burst = BurstStop(idle_s, started)
         last_release = 0.0
@@ -194,12 +196,10 @@ class Router:
 
     @staticmethod
     def _fatal(msg: confluent_kafka.Message) -> bool:
-        err = msg.error()
-        # The message's error says _FATAL; fatal() is set only on the client's own error.
-        if err is None or not (err.fatal() or err.code() == confluent_kafka.KafkaError._FATAL):
-            return False
-        log.error("router_consumer_failed", error=translate(err, "router consume").args[0])
-        return True
+        failed = fatal_error(msg, "router consume")
+        if failed is not None:
+            log.error("router_consumer_failed", error=str(failed))
+        return failed is not None
 
     def _rebuild(self, consumer: confluent_kafka.Consumer, identity: str) -> confluent_kafka.Consumer:
         """A fatally failed consumer (fenced by its own rejoin after an outage) is replaced; what
@@ -313,7 +313,7 @@ class Router:
         items = parse_records(records, lambda data: self._codec.decode(data, REQUEST))
         parsed = [i for i in items if isinstance(i, Parsed)]
         conn = self._connection()
-        state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+        state = self._state(conn)
         with conn.transaction():
             lookups = self._lookups(parsed, state, now)
             plan = plan_batch(
@@ -407,6 +407,9 @@ class Router:
             self._conn = self._connect()
         return self._conn
 
+    def _state(self, conn: psycopg.Connection[Any]) -> RouterState:
+        return RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+
     def _drop_connection(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -430,7 +433,7 @@ class Router:
         """Bounded deletes of state past its retention; an outage just skips this round."""
         try:
             conn = self._connection()
-            state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+            state = self._state(conn)
             with conn.transaction():
                 removed = state.prune(
                     self._clock(),
@@ -474,7 +477,7 @@ class Router:
     def _release(self) -> int:
         now = self._clock()
         conn = self._connection()
-        state = RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+        state = self._state(conn)
         with conn.transaction():
             due = state.due(now, RELEASE_BATCH)
             if not due:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -81,10 +80,12 @@ class Transactions:
         *,
         broker: Outage,
         stopping: Callable[[], bool],
+        pause: Callable[[float], None],
         deadline_s: float = DEADLINE_S,
     ) -> None:
         self._settings, self._id, self._broker = settings, transactional_id, broker
-        self._stopping, self._deadline_s = stopping, deadline_s
+        # The router's own wait (cut short by a stop request) and its stop flag.
+        self._stopping, self._pause, self._deadline_s = stopping, pause, deadline_s
         self._producer = make_producer(settings, transactional_id=transactional_id)
         # Stuck producers are kept, not destroyed: destroying one would block on its stuck thread.
         self._abandoned: list[confluent_kafka.Producer] = []
@@ -159,11 +160,6 @@ class Transactions:
         self._abandoned.append(self._producer)
         self._producer = make_producer(self._settings, transactional_id=self._id)
         self.replaced += 1
-
-    def _pause(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._stopping() and time.monotonic() < deadline:
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def fatal_check(exc: confluent_kafka.KafkaException) -> None:
