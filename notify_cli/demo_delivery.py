@@ -49,7 +49,7 @@ async def _deliver(settings: Settings, workdir: Path, delivery_ids: list[str]) -
             for channel in Channel:
                 folder = workdir / channel.value
                 folder.mkdir(parents=True, exist_ok=True)
-                providers[channel] = stack.enter_context(local_provider(channel, folder))
+                providers[channel] = stack.enter_context(local_provider(channel, folder, quick))
                 for target, error, times in FAULTS.get(channel, []):
                     providers[channel].faults.add(error, target=target, times=times)
             workers = {

@@ -35,6 +35,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("router_cmd", ("router",), "server"),
     ("worker_cmd", ("worker",), "server"),
     ("dlq_cmd", ("dlq",), "server"),
+    ("api_cmd", ("api", "keys"), "server"),
     ("bench", ("bench",), "dev"),
     ("demo", ("demo",), "dev"),
 )

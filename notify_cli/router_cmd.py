@@ -31,6 +31,8 @@ def build_router(settings: Settings) -> Router:
 
 
 def run_router(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.tracking_enabled:
+        settings.check_for_production()  # it signs click, open and push-open links
     settings, slot = with_slot(settings, "router_instance_id", f"router:{settings.router_group}")
     router = build_router(settings)
     router.install_signal_handlers()

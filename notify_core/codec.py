@@ -33,6 +33,7 @@ REQUEST = "notification_request"
 CHANNEL_MESSAGE = "channel_message"
 EVENT = "notification_event"
 DEAD_LETTER = "dead_letter"
+USER_CHANGE = "user_change"
 
 SCHEMA_DIR = package_dir("schemas")
 CONTENT_TYPE = "application/vnd.apache.avro+binary; encoding=single-object"

@@ -34,12 +34,20 @@ class DecodeError(NotifyError):
 class InvalidRequestError(NotifyError, ValueError):
     """A request that breaks the contract.
 
-    ``problems`` lists ``(field path, message)`` for every bad field.
+    ``problems`` lists ``(field path, message)`` for every bad field; ``locations`` the same fields as
+    path parts (``("params", "name")``, ``()`` for the request as a whole), for JSON pointers.
     """
 
-    def __init__(self, problems: list[tuple[str, str]], *, index: int | None = None) -> None:
+    def __init__(
+        self,
+        problems: list[tuple[str, str]],
+        *,
+        index: int | None = None,
+        locations: list[tuple[int | str, ...]] | None = None,
+    ) -> None:
         self.problems = problems
         self.index = index
+        self.locations = locations if locations is not None else [() for _ in problems]
         where = "notification request" if index is None else f"notification request #{index}"
         details = "; ".join(f"{path}: {message}" for path, message in problems)
         super().__init__(f"invalid {where}: {details}")

@@ -352,7 +352,7 @@ class NotificationRequest(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise InvalidRequestError(_problems(exc), index=index) from exc
+            raise InvalidRequestError(_problems(exc), index=index, locations=_locations(exc)) from exc
         except Exception as exc:
             # Odd input can still trip a foreign error (a str subclass, a Mapping that raises);
             # the router only survives a poison record if it gets the one documented error type.
@@ -410,9 +410,24 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+def _locations(exc: ValidationError) -> list[tuple[int | str, ...]]:
+    """The path parts of each of ``_problems``' entries (the summary line, if any, is the request)."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    locations = [_loc(err["loc"]) for err in errors[:MAX_PROBLEMS]]
+    if len(errors) > MAX_PROBLEMS:
+        locations.append(())
+    return locations
+
+
+def _loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # Drop the union tag: the path names the param, not the branch it was checked as.
     if len(loc) == 3 and loc[0] == "params" and loc[2] in _PARAM_TAGS:
-        loc = loc[:2]  # drop the union tag: the path names the param, not the branch it was checked as
+        return loc[:2]
+    return loc
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    loc = _loc(loc)
     return ".".join(_path_part(part) for part in loc) or "request"
 
 

@@ -23,6 +23,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 DAY_MS = 24 * 3600 * 1000
 # The built-in unsubscribe secret: fine on a laptop, forgeable by anyone who has read this file.
 DEV_UNSUBSCRIBE_SECRET = "dev-only-unsubscribe-secret"  # noqa: S105 - the known dev value, refused off loopback
+DEV_TRACKING_SECRET = "dev-only-tracking-secret"  # noqa: S105 - the same, for click and open links
 
 
 def _project_root() -> Path:
@@ -119,9 +120,42 @@ class Settings(BaseSettings):
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
     smtp_timeout_s: float = Field(default=15.0, gt=0)
     email_from: str = "Notify <no-reply@example.com>"
-    # RFC 8058 one-click unsubscribe: the URL carries an HMAC of (user, category) under this secret.
-    unsubscribe_base_url: str = "http://127.0.0.1:8080/unsubscribe"
+    # Signs RFC 8058 one-click unsubscribe tokens (notify_core.tracking), served under public_base_url.
     unsubscribe_secret: SecretStr = SecretStr(DEV_UNSUBSCRIBE_SECRET)
+
+    # --- Engagement tracking (links the router writes, endpoints the HTTP API serves) -------------
+    # Where people's clicks, opens and unsubscribes reach the API: the base of every signed link.
+    public_base_url: str = "http://127.0.0.1:8080"
+    # Signs click, open and push-open tokens (itsdangerous). Rotation: put the new key here and the
+    # old one in tracking_previous_secrets; links signed under either keep working during the overlap.
+    tracking_secret: SecretStr = SecretStr(DEV_TRACKING_SECRET)
+    tracking_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    # The same rotation for unsubscribe tokens, whose current key is unsubscribe_secret.
+    unsubscribe_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    # How long a signed link works. Long on purpose: people open old mails.
+    click_token_max_age_s: int = Field(default=180 * 24 * 3600, ge=60)
+    open_token_max_age_s: int = Field(default=180 * 24 * 3600, ge=60)
+    push_token_max_age_s: int = Field(default=90 * 24 * 3600, ge=60)
+    unsubscribe_token_max_age_s: int = Field(default=400 * 24 * 3600, ge=366 * 24 * 3600)
+    # Off: the router leaves e-mail links and push payloads as rendered.
+    tracking_enabled: bool = True
+
+    # --- HTTP API (notify api run) ----------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    # A body over this is refused with 413 before it is read whole.
+    api_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Most notifications in one POST /v1/notifications:batch; more is 422.
+    api_max_batch: int = Field(default=500, ge=1, le=10_000)
+    # Per-key token bucket defaults (a key can carry its own): quota units per second and burst.
+    # A notification costs one unit, any other call one unit.
+    api_rate_per_s: float = Field(default=1000.0, gt=0)
+    api_rate_burst: int = Field(default=2000, ge=1)
+    # A verified key is trusted this long before PostgreSQL is asked again (revocation takes effect
+    # within it).
+    api_key_cache_s: float = Field(default=5.0, ge=0)
+    # Preference and contact changes: each router applies them within this after they are made.
+    user_changes_poll_s: float = Field(default=0.05, gt=0, le=1.0)
 
     # --- Channel workers ---------------------------------------------------------------------------
     # Stable per worker process (like router_instance_id): a restarted worker takes back its own
@@ -159,19 +193,28 @@ class Settings(BaseSettings):
     def check_for_production(self) -> None:
         """Refuse development-only values where they would reach the outside world.
 
-        Called at the entry point of every process that signs or verifies unsubscribe links (the
-        e-mail worker today), not as a validator: tests and tools build ``Settings`` with public
-        URLs and never send a link, and a process that never uses the secret (a router whose
-        deployment injects it only into e-mail workers) must not be refused for it.
-        Raises ``ConfigError`` naming the setting.
+        Called at the entry point of every process that signs or verifies unsubscribe or tracking
+        links (the e-mail worker today), not as a validator: tests and tools build ``Settings`` with
+        public URLs and never send a link. A dev secret, current or previous, is refused when
+        ``public_base_url`` is not on loopback: whoever has read this file could forge links.
+        Raises ``ConfigError`` naming the setting, never its value.
         """
-        dev_secret = self.unsubscribe_secret.get_secret_value() == DEV_UNSUBSCRIBE_SECRET
-        if dev_secret and not is_loopback_url(self.unsubscribe_base_url):
-            raise ConfigError(
-                "NOTIFY_UNSUBSCRIBE_SECRET is the built-in development value, but"
-                " NOTIFY_UNSUBSCRIBE_BASE_URL is not on loopback: anyone could forge unsubscribe"
-                " links. Set NOTIFY_UNSUBSCRIBE_SECRET to a random secret of your own."
-            )
+        if is_loopback_url(self.public_base_url):
+            return
+        # A previous key still verifies, so the dev value there lets forged links in just the same.
+        checks = [
+            ("UNSUBSCRIBE_SECRET", DEV_UNSUBSCRIBE_SECRET, [self.unsubscribe_secret]),
+            ("UNSUBSCRIBE_PREVIOUS_SECRETS", DEV_UNSUBSCRIBE_SECRET, self.unsubscribe_previous_secrets),
+            ("TRACKING_SECRET", DEV_TRACKING_SECRET, [self.tracking_secret]),
+            ("TRACKING_PREVIOUS_SECRETS", DEV_TRACKING_SECRET, self.tracking_previous_secrets),
+        ]
+        for setting, dev, keys in checks:
+            if any(key.get_secret_value() == dev for key in keys):
+                links = "unsubscribe" if "UNSUBSCRIBE" in setting else "click, open and push-open"
+                raise ConfigError(
+                    f"NOTIFY_{setting} holds the built-in development value, but NOTIFY_PUBLIC_BASE_URL"
+                    f" is not on loopback: anyone could forge {links} links. Use a random secret of your own."
+                )
 
     # --- librdkafka renderings --------------------------------------------------------------------
     def kafka_common(self) -> dict[str, Any]:

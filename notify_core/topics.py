@@ -49,6 +49,11 @@ class TopicNames:
     def events(self) -> str:
         return f"{self.prefix}.events"
 
+    @property
+    def user_changes(self) -> str:
+        """Compacted, keyed by user id: preference and contact changes, for every router's cache."""
+        return f"{self.prefix}.user-changes"
+
     def channel(self, channel: Channel) -> str:
         return f"{self.prefix}.{channel.value}"
 
@@ -67,7 +72,7 @@ class TopicNames:
         names = [self.requests, self.requests_dlq, self.events]
         for channel in Channel:
             names += [self.channel(channel), *self.retries(channel), self.dlq(channel)]
-        return names
+        return [*names, self.user_changes]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     dead_letters = {names.requests_dlq} | {names.dlq(c) for c in Channel}
 
     def spec(name: str) -> TopicSpec:
+        if name == names.user_changes:
+            return user_changes_spec(name, settings)
         if name in dead_letters:
             retention = settings.dlq_retention_ms
         elif name == names.events:
@@ -109,3 +116,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         )
 
     return [spec(name) for name in names.all()]
+
+
+def user_changes_spec(name: str, settings: Settings) -> TopicSpec:
+    """The change topic is compacted, not deleted: routers read it only from its end, so each user's
+    latest change is all it must keep, and it stays small however long it runs."""
+    return TopicSpec(
+        name=name,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        config={
+            "min.insync.replicas": str(settings.topic_min_insync_replicas),
+            "cleanup.policy": "compact",
+            # Compaction only cleans closed segments: roll hourly, not after the 7-day default.
+            "segment.ms": str(3600 * 1000),
+            # A reader up to a minute behind (notify read, a debugging session) sees every change.
+            "min.compaction.lag.ms": str(60 * 1000),
+        },
+    )

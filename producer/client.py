@@ -186,6 +186,13 @@ class NotificationClient:
     async def send_batch_async(self, requests: Iterable[RequestLike]) -> list[SendResult]:
         return await asyncio.to_thread(self.send_batch, list(requests))
 
+    def broker_metadata(self, timeout_s: float) -> int:
+        """How many brokers the cluster reports (a readiness probe); raises if none answer in time."""
+        brokers = self._producer.list_topics(self._topic, timeout=timeout_s).brokers
+        if not brokers:
+            raise DeliveryError("no broker answered", code="_TRANSPORT")
+        return len(brokers)
+
     # --- lifecycle ----------------------------------------------------------------------------
     def close(self, timeout_s: float | None = None) -> None:
         """Wait for what is in flight (at most ``timeout_s``, default ``produce_timeout_s``), then stop.

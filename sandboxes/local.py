@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consumers.delivery.worker import Adapter
+from notify_core.settings import Settings
 from notify_core.topics import Channel
 from sandboxes.faults import FaultPlan, Recorder
 
@@ -23,8 +24,15 @@ class LocalProvider:
 
 
 @contextmanager
-def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
-    """Start ``channel``'s sandbox on 127.0.0.1; stop it on exit."""
+def local_provider(
+    channel: Channel, workdir: Path, settings: Settings | None = None
+) -> Iterator[LocalProvider]:
+    """Start ``channel``'s sandbox on 127.0.0.1; stop it on exit.
+
+    With ``settings``, the e-mail adapter signs its unsubscribe links as a real worker would (its
+    secrets, under its ``public_base_url``: an API serving those settings accepts them); without,
+    under a throwaway secret at example.com.
+    """
     if channel is Channel.IOS:
         from consumers.delivery.apns import ApnsAdapter
         from sandboxes.apns import ApnsSandbox
@@ -77,8 +85,14 @@ def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
             yield LocalProvider("fcm", android, fcm.faults, fcm.recorder)
     else:
         from consumers.delivery.email import EmailAdapter
+        from notify_core.tracking import TrackingSigner
         from sandboxes.smtp import SmtpSandbox
 
+        if settings is None:
+            base_url = "https://example.com"
+            signer = TrackingSigner(tracking_secrets=[SANDBOX_SECRET], unsubscribe_secrets=[SANDBOX_SECRET])
+        else:
+            base_url, signer = settings.public_base_url, TrackingSigner.from_settings(settings)
         with SmtpSandbox.run_in_thread(cert_dir=workdir, require_starttls=True) as smtp:
 
             def email() -> Adapter:
@@ -86,8 +100,8 @@ def local_provider(channel: Channel, workdir: Path) -> Iterator[LocalProvider]:
                     host="127.0.0.1",
                     port=smtp.port,
                     sender="Notify <no-reply@example.com>",
-                    unsubscribe_base_url="https://example.com/unsubscribe",
-                    unsubscribe_secret=SANDBOX_SECRET,
+                    public_base_url=base_url,
+                    signer=signer,
                     start_tls=True,
                     ca_file=smtp.ca_path,
                     pool_size=8,

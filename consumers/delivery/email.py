@@ -66,10 +66,9 @@ from consumers.delivery.outcome import Outcome, Status
 from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.settings import Settings
 from notify_core.topics import Channel
-from notify_core.unsubscribe import unsubscribe_url as signed_unsubscribe_url
+from notify_core.tracking import Purpose, TrackedDelivery, TrackingSigner, unsubscribe_url
 
 DEFAULT_TRANSACTIONAL: frozenset[str] = frozenset({"account", "security"})
-CHANNEL = Channel.EMAIL.value  # what unsubscribe tokens name: our channel ids, not Avro symbols
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("3b0c9d52-7f3e-4c8a-b1a4-2e6f5d9c8a70")
 _SEND_ERRORS = (SMTPException, OSError, TimeoutError)
@@ -271,7 +270,11 @@ class _Pool:
 
 
 class EmailAdapter:
-    """Sends e-mail through one SMTP server (a relay such as SES/Postmark/Postfix, or the sandbox)."""
+    """Sends e-mail through one SMTP server (a relay such as SES/Postmark/Postfix, or the sandbox).
+
+    Mail outside the transactional categories carries RFC 8058 one-click unsubscribe headers whose
+    URL is ``{public_base_url}/t/unsubscribe/<token>``, the token signed by ``signer`` for the delivery.
+    """
 
     def __init__(
         self,
@@ -279,8 +282,8 @@ class EmailAdapter:
         host: str,
         port: int,
         sender: str,
-        unsubscribe_base_url: str,
-        unsubscribe_secret: str,
+        public_base_url: str,
+        signer: TrackingSigner,
         username: str | None = None,
         password: str | None = None,
         start_tls: bool = False,
@@ -297,16 +300,14 @@ class EmailAdapter:
         envelope_from = parseaddr(sender)[1]
         if _has_control(sender) or not _is_address(envelope_from):
             raise ConfigError(f"NOTIFY_EMAIL_FROM is not a valid From address: {sender!r}")
-        if not re.fullmatch(r"https?://[^\s<>,\"]+", unsubscribe_base_url):
-            raise ConfigError("NOTIFY_UNSUBSCRIBE_BASE_URL must be an http(s) URL")
-        if not unsubscribe_secret:
-            raise ConfigError("NOTIFY_UNSUBSCRIBE_SECRET must not be empty")
+        if not re.fullmatch(r"https?://[^\s<>,\"]+", public_base_url):
+            raise ConfigError("NOTIFY_PUBLIC_BASE_URL must be an http(s) URL")
         if username is not None and not start_tls and not _is_loopback(host):
             raise ConfigError("refusing to send SMTP credentials without STARTTLS to a remote server")
         self._host, self._port, self._sender = host, port, sender
         self._envelope_from = envelope_from
         self._domain = envelope_from.rpartition("@")[2]
-        self._unsubscribe_base_url, self._unsubscribe_secret = unsubscribe_base_url, unsubscribe_secret
+        self._public_base_url, self._signer = public_base_url, signer
         self._username, self._password, self._start_tls = username, password, start_tls
         self._tls: ssl.SSLContext | None = None
         if start_tls:
@@ -327,8 +328,8 @@ class EmailAdapter:
             host=settings.smtp_host,
             port=settings.smtp_port,
             sender=settings.email_from,
-            unsubscribe_base_url=settings.unsubscribe_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret.get_secret_value(),
+            public_base_url=settings.public_base_url,
+            signer=TrackingSigner.from_settings(settings),
             username=settings.smtp_username,
             password=password,
             start_tls=settings.smtp_start_tls,
@@ -377,13 +378,19 @@ class EmailAdapter:
         category = str(message.get("category") or "")
         if category in self._transactional:
             return None
-        return signed_unsubscribe_url(
-            self._unsubscribe_base_url,
-            str(message.get("user_id") or ""),
-            category,
-            CHANNEL,
-            self._unsubscribe_secret,
+        delivery = TrackedDelivery(
+            delivery_id=str(message.get("delivery_id") or ""),
+            notification_id=str(message.get("notification_id") or ""),
+            user_id=str(message.get("user_id") or ""),
+            service=str(message.get("service") or ""),
+            channel=Channel.EMAIL,  # this worker's channel, whatever the record claims
+            category=category,
         )
+        try:
+            token = self._signer.sign(Purpose.UNSUBSCRIBE, delivery)
+        except ValueError as exc:  # identifiers too long for a token: no working link to offer
+            raise InvalidEmail("invalid_unsubscribe_url", "the unsubscribe token would be too long") from exc
+        return unsubscribe_url(self._public_base_url, token)
 
     async def _transmit(self, data: bytes, recipient: str, progress: _Progress) -> None:
         pool = self._connections()

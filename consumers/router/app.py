@@ -2,7 +2,7 @@
 
 A thin loop around ``batch.plan_batch``. For each batch: decode and validate (bad records are
 dead-lettered, never fatal), read what routing needs from PostgreSQL (cached), plan, write the
-state rows (dedupe marks, cap counters, deferred messages) in one database transaction, then
+state rows (dedupe marks, cap counters, deferred messages, outcomes) in one database transaction, then
 produce the channel messages, the events and the consumed offsets in one Kafka transaction.
 
 Deferred messages (quiet hours, ``send_at``) wait in ``router_deferred``; every second the loop
@@ -57,6 +57,8 @@ from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.stats import LATENCY_SAMPLES
 from notify_core.topics import Channel, topic_names
+from notify_core.tracking import TrackingSigner
+from notify_core.userdata.changes import ChangeListener
 from notify_core.userdata.repository import UserDataRepository
 
 log = structlog.get_logger("router")
@@ -121,6 +123,7 @@ class Router:
         self._conn: psycopg.Connection[Any] | None = None
         self._clock = clock
         self._renderer = Renderer(max_sms_segments=settings.max_sms_segments)
+        self._tracking = TrackingSigner.from_settings(settings) if settings.tracking_enabled else None
         self._stopping = False
         self.database = Outage("database")
         self.broker = Outage("broker")
@@ -144,6 +147,8 @@ class Router:
         # One identity for both: a restarted router fences its predecessor's transaction and, as a
         # static group member, takes its partitions straight back instead of waiting out a session.
         consumer = make_consumer(settings, settings.router_group, instance_id=identity)
+        # Preference and contact changes made anywhere drop our cached context of that user.
+        changes = ChangeListener(settings, on_change=self._repo.invalidate_user)
         self._txn = Transactions(
             settings, identity, broker=self.broker, stopping=lambda: self._stopping, pause=self._pause
         )
@@ -153,6 +158,7 @@ class Router:
         last_prune = time.monotonic()  # not at start-up: a burst run in a test prunes nothing
         try:
             self._txn.start()
+            changes.start()  # before the first poll: nothing is cached yet, every later change is seen
             consumer.subscribe([self._names.requests])
             while not self._stopping:
                 messages = consumer.consume(settings.router_batch_size, timeout=0.2)
@@ -182,6 +188,7 @@ class Router:
         except Stopped:
             pass  # asked to stop while waiting for the broker: nothing committed is lost
         finally:
+            changes.stop()
             consumer.close()
             self._drop_connection()
         log.info(
@@ -323,6 +330,7 @@ class Router:
                 renderer=self._renderer,
                 now=now,
                 fallback_locale=self._settings.fallback_locale,
+                tracking=self._tracking,
             )
             immediate: list[Produced] = []
             deferred = []
@@ -338,7 +346,7 @@ class Router:
                     immediate.append((out.topic, out.key, value))
                 else:
                     deferred.append((out.record["delivery_id"], out.deliver_at, out.topic, out.key, value))
-            state.record(plan.seen_rows, plan.cap_rows, deferred, now)
+            state.record(plan.seen_rows, plan.cap_rows, deferred, now, outcome_rows=plan.outcome_rows)
         # The database commits first: if the Kafka commit below fails, the batch is replayed and
         # every state write above is keyed to be a no-op the second time.
         self._commit(consumer, immediate, records)
@@ -408,7 +416,9 @@ class Router:
         return self._conn
 
     def _state(self, conn: psycopg.Connection[Any]) -> RouterState:
-        return RouterState(conn, dedupe_window=timedelta(seconds=self._settings.dedupe_window_s))
+        s = self._settings  # outcomes live as long as the delivery log rows the status shows beside them
+        kept = timedelta(seconds=max(s.dedupe_window_s, s.delivery_log_retention_s))
+        return RouterState(conn, dedupe_window=timedelta(seconds=s.dedupe_window_s), outcome_retention=kept)
 
     def _drop_connection(self) -> None:
         if self._conn is not None:

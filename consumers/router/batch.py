@@ -15,6 +15,7 @@ from typing import Any
 
 from consumers.router.exceptions import RenderError, RenderInterrupted
 from consumers.router.locales import pick_template
+from consumers.router.outcome import OutcomeRow, outcome_of
 from consumers.router.policy import (
     Decision,
     RouteRequest,
@@ -24,12 +25,14 @@ from consumers.router.policy import (
     route,
 )
 from consumers.router.render import Renderer
+from consumers.router.tracking import with_tracking
 from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT
 from notify_core.events import Failure, dead_letter, event
 from notify_core.exceptions import DecodeError, InvalidRequestError
 from notify_core.records import Record
 from notify_core.request_model import NotificationRequest
 from notify_core.topics import Channel, TopicNames
+from notify_core.tracking import TrackingSigner
 from notify_core.userdata.models import Category, Template, UserContext
 
 
@@ -82,6 +85,8 @@ class BatchPlan:
     cap_rows: list[tuple[str, str, str, str]] = field(
         default_factory=list
     )  # cap key, user, channel, category
+    # One per request that parsed, for the status endpoint; undecodable records have no id to file under.
+    outcome_rows: list[OutcomeRow] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -105,8 +110,9 @@ def plan_batch(
     renderer: Renderer,
     now: datetime,
     fallback_locale: str = "en",
+    tracking: TrackingSigner | None = None,
 ) -> BatchPlan:
-    """Every output and state row for a batch, in input order."""
+    """Every output and state row for a batch, in input order; ``tracking`` signs engagement links."""
     plan = BatchPlan()
     seen = dict(lookups.seen)
     usage: dict[tuple[str, str, Channel], int] = defaultdict(int, lookups.cap_usage)
@@ -117,7 +123,7 @@ def plan_batch(
             continue
         mark = _Mark.of(plan)
         try:
-            _plan_one(item, lookups, plan, seen, usage, emit, renderer, now, fallback_locale)
+            _plan_one(item, lookups, plan, seen, usage, emit, renderer, now, fallback_locale, tracking)
         except RenderError as exc:
             mark.undo(plan, seen)
             emit.reject(item.record, Failure(exc.code, str(exc)), item.request)
@@ -127,6 +133,9 @@ def plan_batch(
             mark.undo(plan, seen)
             failure = Failure("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
             emit.reject(item.record, failure, item.request)
+        # Summed up from the events this request emitted, whichever path it took above.
+        events = [o.record for o in plan.outputs[mark.outputs :] if o.schema == EVENT]
+        plan.outcome_rows.append(outcome_of(item.request, item.position, events))
     return plan
 
 
@@ -137,16 +146,24 @@ class _Mark:
     outputs: int
     seen_rows: int
     cap_rows: int
+    outcome_rows: int
     counts: dict[str, int]
 
     @classmethod
     def of(cls, plan: BatchPlan) -> _Mark:
-        return cls(len(plan.outputs), len(plan.seen_rows), len(plan.cap_rows), dict(plan.counts))
+        return cls(
+            len(plan.outputs),
+            len(plan.seen_rows),
+            len(plan.cap_rows),
+            len(plan.outcome_rows),
+            dict(plan.counts),
+        )
 
     def undo(self, plan: BatchPlan, seen: dict[str, tuple[int, int]]) -> None:
         for key, _, _ in plan.seen_rows[self.seen_rows :]:
             seen.pop(key, None)
         del plan.outputs[self.outputs :], plan.seen_rows[self.seen_rows :], plan.cap_rows[self.cap_rows :]
+        del plan.outcome_rows[self.outcome_rows :]
         plan.counts.clear()
         plan.counts.update(self.counts)
 
@@ -161,6 +178,7 @@ def _plan_one(
     renderer: Renderer,
     now: datetime,
     fallback_locale: str,
+    tracking: TrackingSigner | None = None,
 ) -> None:
     req = item.request
     if is_duplicate(item.keys, seen, item.position):
@@ -177,7 +195,7 @@ def _plan_one(
     if decision.dropped is not None:
         emit.suppressed(req, None, decision.dropped)
         return
-    messages = _messages(item, decision, lookups, renderer, fallback_locale, emit)
+    messages = _messages(item, decision, lookups, renderer, fallback_locale, emit, tracking)
     for suppression in decision.suppressed:
         emit.suppressed(req, suppression.channel, suppression.reason)
     routed_channels = {m.record["channel"] for m in messages}
@@ -199,6 +217,7 @@ def _messages(
     renderer: Renderer,
     fallback_locale: str,
     emit: _Emitter,
+    tracking: TrackingSigner | None = None,
 ) -> list[Output]:
     req = item.request
     context = lookups.contexts[req.user_id]
@@ -244,6 +263,14 @@ def _messages(
             "expires_at": req.expires_at,
             "created_at": emit.now,
         }
+        if tracking is not None:  # per target: one render serves several deliveries, each its own tokens
+            record = with_tracking(
+                record,
+                channel,
+                tracking,
+                max_push_bytes=renderer.max_push_bytes,
+                max_html_chars=renderer.max_output_chars,
+            )
         outputs.append(
             Output(
                 emit.names.channel(channel), req.user_id.encode(), CHANNEL_MESSAGE, record, target.deliver_at

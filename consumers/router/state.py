@@ -1,10 +1,12 @@
-"""The router's durable state in PostgreSQL: dedupe marks, cap counters, deferred messages.
+"""The router's durable state in PostgreSQL: dedupe marks, cap counters, deferred messages, outcomes.
 
 Written inside one database transaction per batch, committed just before the batch's Kafka
 transaction. Every write is keyed so that replaying a batch whose Kafka transaction aborted (the
 router was killed, the broker refused the commit) changes nothing: ``router_seen`` remembers the
 (partition, offset) that first saw a key, so a replay of the same record is recognised as itself;
-cap rows and deferred rows are keyed by ids that are stable across replays.
+cap rows and deferred rows are keyed by ids that are stable across replays. Outcome rows (what the
+status endpoint reads) are keyed by notification id and remember their record's position, so a
+replay rewrites its own row and a duplicate never touches the first request's.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from consumers.router.outcome import OutcomeRow
 from notify_core.topics import Channel
 
 
@@ -35,10 +40,14 @@ class RouterState:
         *,
         dedupe_window: timedelta,
         cap_window: timedelta = timedelta(days=1),
+        outcome_retention: timedelta | None = None,
     ) -> None:
         self._conn = conn
         self._dedupe_window = dedupe_window
         self._cap_window = cap_window
+        # Outcomes are kept as long as the dedupe marks unless told otherwise: while a mark lives, a
+        # re-sent request is suppressed as a duplicate of the outcome the status endpoint shows.
+        self._outcome_retention = dedupe_window if outcome_retention is None else outcome_retention
 
     def seen(self, keys: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
         if not keys:
@@ -74,6 +83,7 @@ class RouterState:
         cap_rows: Sequence[tuple[str, str, str, str]],
         deferred_rows: Sequence[tuple[str, datetime, str, bytes | None, bytes]],
         now: datetime,
+        outcome_rows: Sequence[OutcomeRow] = (),
     ) -> None:
         with self._conn.cursor() as cur:
             if seen_rows:
@@ -99,6 +109,48 @@ class RouterState:
                     " values (%s, %s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
                     [(*row, now) for row in deferred_rows],
                 )
+            if outcome_rows:
+                self._record_outcomes(cur, outcome_rows, now)
+
+    def _record_outcomes(self, cur: psycopg.Cursor[Any], rows: Sequence[OutcomeRow], now: datetime) -> None:
+        # Which decision a notification id shows, when a second one comes for it:
+        # - the same record (partition, offset) decided again is a replay after its Kafka transaction
+        #   aborted. Its new decision can legitimately differ (the clock moved past expires_at or into
+        #   quiet hours, a preference changed), and it is the one whose records the retried Kafka
+        #   transaction commits: it replaces the row. Replaying the same decision rewrites the same row.
+        # - another record with the id is a re-send, planned as a duplicate: the first outcome stays.
+        # - a rejected request never claimed its dedupe keys (the plan was undone), so a later copy
+        #   (a dead letter replayed once the template is fixed) is the request's outcome now.
+        # - past the dedupe window the id counts as new again (as in router_seen).
+        cur.executemany(
+            "insert into router_outcomes as o (notification_id, service, user_id, category, template_id,"
+            " outcome, reason, channels, source_partition, source_offset, decided_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict (notification_id) do update set"
+            " service = excluded.service, user_id = excluded.user_id, category = excluded.category,"
+            " template_id = excluded.template_id, outcome = excluded.outcome, reason = excluded.reason,"
+            " channels = excluded.channels, source_partition = excluded.source_partition,"
+            " source_offset = excluded.source_offset, decided_at = excluded.decided_at"
+            " where (o.source_partition, o.source_offset)"
+            "   = (excluded.source_partition, excluded.source_offset)"
+            " or o.outcome = 'rejected' or o.decided_at <= %s",
+            [
+                (
+                    r.notification_id,
+                    r.service,
+                    r.user_id,
+                    r.category,
+                    r.template_id,
+                    r.outcome,
+                    r.reason,
+                    Jsonb([c.to_json() for c in r.channels]),
+                    r.source_partition,
+                    r.source_offset,
+                    now,
+                    now - self._dedupe_window,
+                )
+                for r in rows
+            ],
+        )
 
     def due(self, now: datetime, limit: int) -> list[DueMessage]:
         """Deferred messages whose time has come, locked for this transaction (others skip them)."""
@@ -120,12 +172,14 @@ class RouterState:
 
     def prune(self, now: datetime, *, released_retention: timedelta, limit: int) -> int:
         """Forget, at most ``limit`` rows a table at a time, dedupe marks and cap rows past their
-        windows and deferred messages released longer ago than ``released_retention``."""
+        windows, deferred messages released longer ago than ``released_retention`` and outcomes
+        past their retention (the dedupe window by default)."""
         removed = 0
         for table, column, cutoff, extra in (
             ("router_seen", "seen_at", now - self._dedupe_window, ""),
             ("router_routed", "routed_at", now - self._cap_window, ""),
             ("router_deferred", "released_at", now - released_retention, " and released_at is not null"),
+            ("router_outcomes", "decided_at", now - self._outcome_retention, ""),
         ):
             cur = self._conn.execute(
                 f"delete from {table} where ctid = any(array("  # noqa: S608 - names from this list only

@@ -2,10 +2,13 @@
 
 Reads build the immutable values of ``models.py`` (only active devices and contacts) and are cached
 with a bounded size and TTL; every write through this class invalidates what it changed, so our own
-API never serves a stale row. Writes that go around it are seen after the TTL. Bad input raises
-``InvalidUserData``; no psycopg error escapes. Phone numbers and e-mail addresses are checked by
-``phonenumbers`` and ``email-validator`` and stored in their normalised forms; errors about them say
-what is wrong without echoing the value (it is personal data, and error texts end up in logs).
+API never serves a stale row. Other processes hear of a change from the record its writer publishes
+(``changes.py``), whose listener calls ``invalidate_user``; writes that go around both are seen after
+the TTL. A read racing an invalidation never caches what it read before it (``context_cache.py``).
+Bad input raises ``InvalidUserData``; no psycopg error escapes. Phone numbers and e-mail addresses
+are checked by ``phonenumbers`` and ``email-validator`` and stored in their normalised forms; errors
+about them say what is wrong without echoing the value (it is personal data, and error texts end up
+in logs).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from notify_core.db.cache import TtlCache
 from notify_core.exceptions import DatabaseError, InvalidUserData
 from notify_core.request_model import LOCALE_PATTERN
 from notify_core.topics import Channel
+from notify_core.userdata.context_cache import ContextCache
 from notify_core.userdata.models import (
     Category,
     Contact,
@@ -52,7 +56,8 @@ class UserDataRepository:
         cache_ttl_s: float = 60.0,
     ) -> None:
         self._pool = pool
-        self._contexts: TtlCache[str, UserContext] = TtlCache(cache_size, cache_ttl_s)
+        # Guarded: a read racing an invalidation does not cache what it saw before the change.
+        self._contexts: ContextCache[str, UserContext] = ContextCache(cache_size, cache_ttl_s)
         self._categories: TtlCache[str, Category] = TtlCache(1_000, cache_ttl_s)
         self._templates: TtlCache[str, list[Template]] = TtlCache(10_000, cache_ttl_s)
 
@@ -81,10 +86,16 @@ class UserDataRepository:
             else:
                 found[user_id] = cached
         if missing:
-            for user_id, context in self._fetch_contexts(missing).items():
-                self._contexts.put(user_id, context)
-                found[user_id] = context
+            ticket = self._contexts.ticket()  # before the read (see ContextCache)
+            fetched = self._fetch_contexts(missing)
+            self._contexts.put_fetched(ticket, fetched)
+            found.update(fetched)
         return found
+
+    def invalidate_user(self, user_id: str) -> None:
+        """Drop the cached context of ``user_id``: its data changed elsewhere (a change record from
+        another process). Thread-safe; a read already under way does not cache the old context."""
+        self._contexts.invalidate(user_id)
 
     def _fetch_contexts(self, ids: list[str]) -> dict[str, UserContext]:
         with self._conn() as conn:

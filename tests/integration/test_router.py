@@ -21,6 +21,7 @@ from notify_core.kafka_clients import make_admin, make_consumer, make_producer
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
+from notify_core.tracking import Purpose, TrackingSigner
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
 from producer import NotificationClient, NotificationRequest
@@ -132,7 +133,15 @@ def test_push_and_email_only_user_gets_three_pushes_and_one_email_in_french(env:
     assert [m["target"] for m in email] == ["u-fr@example.com"]
     assert {m["body"] for m in ios + android} == {"Bonjour Ada"}
     assert email[0]["email_subject"] == "Bienvenue Ada"
-    assert email[0]["email_html"] == "<p>Bonjour Ada</p>"
+    # Tracking is on by default: the mail gets its open pixel, each push a token naming its delivery.
+    signer = TrackingSigner.from_settings(env.settings)
+    html, _, pixel = email[0]["email_html"].partition('<img src="')
+    assert html == "<p>Bonjour Ada</p>"
+    token = pixel.partition('"')[0].removeprefix(f"{env.settings.public_base_url}/t/open/")
+    assert signer.verify(Purpose.OPEN, token).delivery_id == email[0]["delivery_id"]
+    for push in ios + android:
+        opened = signer.verify(Purpose.PUSH_OPEN, push["data"]["notify_tracking"])
+        assert opened.delivery_id == push["delivery_id"]
     assert all(m["notification_id"] == sent.notification_id and m["locale"] == "fr" for m in ios + email)
     assert len({m["delivery_id"] for m in ios + android + email}) == 4
 

@@ -15,17 +15,19 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from consumers.delivery.email import EmailAdapter, message_id_for
 from consumers.delivery.outcome import Outcome, Status
 from notify_core.settings import Settings
-from notify_core.unsubscribe import verify
+from notify_core.topics import Channel
+from notify_core.tracking import Purpose, TrackedDelivery, TrackingSigner
 from sandboxes.smtp import DROP, REPLIES, STALL, SmtpSandbox
 
 pytestmark = pytest.mark.integration
 
-SECRET = "integration-secret"
-BASE_URL = "https://notify.example.com/unsubscribe"
+SIGNER = TrackingSigner(tracking_secrets=["integration-tracking"], unsubscribe_secrets=["integration-unsub"])
+BASE_URL = "https://notify.example.com"
 SENDER = "Notify <no-reply@notify.example.com>"
 TARGET = "bob@example.org"
 USER, PASSWORD = "relay-user", "relay-password"
@@ -71,8 +73,8 @@ async def make_adapter() -> AsyncIterator[MakeAdapter]:
             "host": sandbox.host,
             "port": sandbox.port,
             "sender": SENDER,
-            "unsubscribe_base_url": BASE_URL,
-            "unsubscribe_secret": SECRET,
+            "public_base_url": BASE_URL,
+            "signer": SIGNER,
             "start_tls": True,
             "ca_file": sandbox.ca_path,
             "pool_size": 4,
@@ -106,9 +108,16 @@ async def test_success_over_starttls_records_both_parts(
     assert payload["html"] == "<p>Hello Bob,</p><p>here is your <b>digest</b>.</p>\n"
     # RFC 8058: a raw https URI in angle brackets, and the One-Click marker.
     unsubscribe = payload["list_unsubscribe"]
-    assert unsubscribe.startswith(f"<{BASE_URL}/")
+    assert unsubscribe.startswith(f"<{BASE_URL}/t/unsubscribe/")
     assert unsubscribe.endswith(">")
-    assert verify(unsubscribe[1:-1].rpartition("/")[2], SECRET) == ("user-7", "marketing", "email")
+    assert SIGNER.verify(Purpose.UNSUBSCRIBE, unsubscribe[1:-1].rpartition("/")[2]) == TrackedDelivery(
+        delivery_id="d-1",
+        notification_id="n-1",
+        user_id="user-7",
+        service="",  # the message names none
+        channel=Channel.EMAIL,
+        category="marketing",
+    )
     assert payload["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
     assert headers["x-sandbox-tls"] == "yes"
     assert headers["mail_from"] == "no-reply@notify.example.com"
@@ -154,6 +163,7 @@ async def test_login_after_starttls(cert_dir: Path, make_adapter: MakeAdapter) -
 
 @pytest.mark.asyncio
 async def test_from_settings(sandbox: SmtpSandbox, make_adapter: MakeAdapter) -> None:
+    """from_settings signs the unsubscribe link under unsubscribe_secret, below public_base_url."""
     settings = Settings(
         smtp_host=sandbox.host,
         smtp_port=sandbox.port,
@@ -161,13 +171,17 @@ async def test_from_settings(sandbox: SmtpSandbox, make_adapter: MakeAdapter) ->
         smtp_pool_size=2,
         smtp_timeout_s=5.0,
         email_from=SENDER,
-        unsubscribe_base_url=BASE_URL,
+        public_base_url=BASE_URL,
+        unsubscribe_secret=SecretStr("from-settings-secret"),
     )
     adapter = EmailAdapter.from_settings(settings, ca_file=sandbox.ca_path, local_hostname="w.test")
     try:
         assert (await adapter.send(channel_message())).status is Status.SENT
     finally:
         await adapter.close()
+    base, _, token = sandbox.recorder.delivered()[0].payload["list_unsubscribe"][1:-1].rpartition("/")
+    assert base == f"{BASE_URL}/t/unsubscribe"
+    assert TrackingSigner.from_settings(settings).verify(Purpose.UNSUBSCRIBE, token).user_id == "user-7"
 
 
 @pytest.mark.asyncio

@@ -12,12 +12,12 @@ import pytest_asyncio
 from consumers.delivery.email import EmailAdapter, message_id_for
 from notify_core.settings import Settings
 from notify_core.topics import Channel
-from notify_core.unsubscribe import verify
+from notify_core.tracking import Purpose, TrackedDelivery, TrackingSigner
 from sandboxes.smtp import SmtpSandbox
 from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env, exhaust_then_replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
-SECRET = "test-unsubscribe-secret"
+SIGNER = TrackingSigner(tracking_secrets=["test-tracking-secret"], unsubscribe_secrets=["test-unsubscribe"])
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def adapter(sandbox: SmtpSandbox) -> EmailAdapter:
         host="127.0.0.1",
         port=sandbox.port,
         sender="Notify <no-reply@example.com>",
-        unsubscribe_base_url="https://example.com/unsubscribe",
-        unsubscribe_secret=SECRET,
+        public_base_url="https://example.com",
+        signer=SIGNER,
         start_tls=True,
         ca_file=sandbox.ca_path,
     )
@@ -62,8 +62,16 @@ async def test_mail_is_sent_once_with_both_parts_and_one_click_unsubscribe(
     assert first.payload["text"].strip() == "Hello there"
     assert "<p>Hello there</p>" in first.payload["html"]
     assert first.payload["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
-    token = first.payload["list_unsubscribe"].strip("<>").rsplit("/", 1)[1]
-    assert verify(token, SECRET) == ("u-1", "marketing", "email")
+    base, _, token = first.payload["list_unsubscribe"].strip("<>").rpartition("/")
+    assert base == "https://example.com/t/unsubscribe"
+    assert SIGNER.verify(Purpose.UNSUBSCRIBE, token) == TrackedDelivery(
+        delivery_id=messages[0]["delivery_id"],
+        notification_id=messages[0]["notification_id"],
+        user_id="u-1",
+        service=messages[0]["service"],
+        channel=Channel.EMAIL,
+        category="marketing",
+    )
 
 
 async def test_an_unknown_mailbox_is_permanent_and_deactivated(

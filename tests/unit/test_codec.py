@@ -13,6 +13,7 @@ from notify_core.codec import (
     DEAD_LETTER,
     EVENT,
     REQUEST,
+    USER_CHANGE,
     EncodeError,
     crc64_avro,
     default_codec,
@@ -92,5 +93,5 @@ def test_encode_error_names_the_problem() -> None:
 
 
 def test_every_contract_schema_is_loaded() -> None:
-    assert set(CODEC.names()) == {REQUEST, CHANNEL_MESSAGE, EVENT, DEAD_LETTER}
+    assert set(CODEC.names()) == {REQUEST, CHANNEL_MESSAGE, EVENT, DEAD_LETTER, USER_CHANGE}
     assert all(CODEC.versions(name) for name in CODEC.names())

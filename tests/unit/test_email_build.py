@@ -36,10 +36,12 @@ from consumers.delivery.email import (
 )
 from consumers.delivery.outcome import Outcome, Status
 from notify_core.exceptions import ConfigError
+from notify_core.tracking import TrackingSigner
 
 P, R, S = Status.PERMANENT, Status.RETRY, Status.SENT
+SIGNER = TrackingSigner(tracking_secrets=["t"], unsubscribe_secrets=["s"])
 SENDER = "Notify <no-reply@example.com>"
-URL = "https://example.com/unsubscribe/v1.abc.def"
+URL = "https://example.com/t/unsubscribe/abc.def.ghi"
 CREATED = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC)
 
 
@@ -236,8 +238,8 @@ async def test_adapter_turns_refusals_and_expiry_into_permanent_outcomes_without
         host="127.0.0.1",
         port=9,
         sender=SENDER,
-        unsubscribe_base_url="https://example.com/u",
-        unsubscribe_secret="s",
+        public_base_url="https://example.com",
+        signer=SIGNER,
         timeout_s=1.0,
     )
     injected = await adapter.send(channel_message(email_subject="a\r\nBcc: x@y.z"))
@@ -257,8 +259,8 @@ async def test_adapter_turns_refusals_and_expiry_into_permanent_outcomes_without
     [
         {"sender": "no address"},
         {"sender": "a@example.com\r\nBcc: b@example.com"},
-        {"unsubscribe_base_url": "mailto:x@example.com"},
-        {"unsubscribe_secret": ""},
+        {"public_base_url": "mailto:x@example.com"},
+        {"public_base_url": "https://example.com/a b"},
         {"pool_size": 0},
         {"username": "u", "password": "p", "host": "smtp.example.com"},  # credentials in clear text
     ],
@@ -268,8 +270,8 @@ def test_adapter_refuses_bad_configuration(overrides: dict[str, Any]) -> None:
         "host": "127.0.0.1",
         "port": 25,
         "sender": SENDER,
-        "unsubscribe_base_url": "https://example.com/u",
-        "unsubscribe_secret": "s",
+        "public_base_url": "https://example.com",
+        "signer": SIGNER,
     }
     with pytest.raises(ConfigError):
         EmailAdapter(**(kwargs | overrides))

@@ -25,6 +25,7 @@ RELEASED = {
     "dead_letter.v2.avsc": "34a2d84423531944",
     "notification_event.v1.avsc": "7c70e2fee8f44133",
     "notification_request.v1.avsc": "2c3982664ab16c76",
+    "user_change.v1.avsc": "771c4c4e4bb220ae",
 }
 _EMPTY = 0xC15D213AA4D7A795  # the specification's EMPTY, the fingerprint of nothing
 

@@ -20,7 +20,10 @@ from notify_cli import main as cli
 # What a service that only publishes runs: the SDK, a client, a request validated.
 SDK_SCRIPT = """
 import json, sys
-before = set(sys.modules)  # what site loaded (.pth hooks), not the SDK
+# structlog (a base dependency) imports rich, and with it pygments and attrs, whenever rich is
+# installed (the dev extra brings it): those are structlog's optional imports, not the SDK's.
+import structlog
+before = set(sys.modules)  # what site loaded (.pth hooks) and structlog, not the SDK
 from notify_core.settings import Settings
 from producer import InvalidRequestError, NotificationClient, NotificationRequest
 NotificationRequest.parse({"user_id": "u", "template_id": "t", "service": "s", "category": "c"})

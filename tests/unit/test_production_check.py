@@ -1,8 +1,9 @@
-"""The dev unsubscribe secret stays on loopback: a pure check, and the e-mail worker refusing to start."""
+"""The dev unsubscribe and tracking secrets stay on loopback: a pure check, and the e-mail worker refusing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -10,7 +11,7 @@ from pydantic import SecretStr
 
 from notify_cli.main import main
 from notify_core.exceptions import ConfigError
-from notify_core.settings import DEV_UNSUBSCRIBE_SECRET, Settings, is_loopback_url
+from notify_core.settings import DEV_TRACKING_SECRET, DEV_UNSUBSCRIBE_SECRET, Settings, is_loopback_url
 
 
 @pytest.mark.parametrize(
@@ -37,25 +38,60 @@ def test_loopback_urls(url: str, loopback: bool) -> None:
     assert is_loopback_url(url) is loopback
 
 
-def test_dev_secret_with_a_public_url_is_refused_naming_the_setting() -> None:
-    settings = Settings(unsubscribe_base_url="https://notify.example.com/unsubscribe")
-    with pytest.raises(ConfigError, match="NOTIFY_UNSUBSCRIBE_SECRET") as refused:
+PUBLIC = "https://notify.example.com"
+OWN = SecretStr("a-real-secret-of-our-own")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        ({}, "NOTIFY_UNSUBSCRIBE_SECRET"),
+        ({"unsubscribe_secret": OWN}, "NOTIFY_TRACKING_SECRET"),
+        ({"tracking_secret": OWN}, "NOTIFY_UNSUBSCRIBE_SECRET"),
+        (
+            {
+                "unsubscribe_secret": OWN,
+                "tracking_secret": OWN,
+                "unsubscribe_previous_secrets": [SecretStr(DEV_UNSUBSCRIBE_SECRET)],
+            },
+            "NOTIFY_UNSUBSCRIBE_PREVIOUS_SECRETS",
+        ),
+        (
+            {
+                "unsubscribe_secret": OWN,
+                "tracking_secret": OWN,
+                "tracking_previous_secrets": [SecretStr("old-own"), SecretStr(DEV_TRACKING_SECRET)],
+            },
+            "NOTIFY_TRACKING_PREVIOUS_SECRETS",
+        ),
+    ],
+)
+def test_a_dev_secret_with_a_public_url_is_refused_naming_the_setting(
+    overrides: dict[str, Any], setting: str
+) -> None:
+    """Either dev secret, current or still accepted as previous, is refused off loopback."""
+    settings = Settings(public_base_url=PUBLIC, **overrides)
+    with pytest.raises(ConfigError, match=f"^{setting} ") as refused:
         settings.check_for_production()
-    assert DEV_UNSUBSCRIBE_SECRET not in str(refused.value)  # names the setting, not the value
+    assert "NOTIFY_PUBLIC_BASE_URL" in str(refused.value)
+    for dev in (DEV_UNSUBSCRIBE_SECRET, DEV_TRACKING_SECRET):
+        assert dev not in str(refused.value)  # names the setting, not the value
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        Settings(),  # the defaults: dev secret, loopback URL
-        Settings(unsubscribe_base_url="http://localhost:8080/unsubscribe"),
+        Settings(),  # the defaults: dev secrets, loopback URL
+        Settings(public_base_url="http://localhost:8080"),
         Settings(
-            unsubscribe_base_url="https://notify.example.com/unsubscribe",
-            unsubscribe_secret=SecretStr("a-real-secret-of-our-own"),
+            public_base_url=PUBLIC,
+            unsubscribe_secret=OWN,
+            tracking_secret=OWN,
+            tracking_previous_secrets=[SecretStr("an-older-one-of-our-own")],
         ),
     ],
 )
-def test_dev_secret_on_loopback_or_own_secret_anywhere_is_fine(settings: Settings) -> None:
+def test_dev_secrets_on_loopback_or_own_secrets_anywhere_are_fine(settings: Settings) -> None:
     settings.check_for_production()
 
 
@@ -64,7 +100,7 @@ def unreachable_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Nothing may be opened before the check: point Kafka and PostgreSQL at closed ports.
     monkeypatch.setenv("NOTIFY_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.setenv("NOTIFY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    monkeypatch.setenv("NOTIFY_UNSUBSCRIBE_BASE_URL", "https://notify.example.com/unsubscribe")
+    monkeypatch.setenv("NOTIFY_PUBLIC_BASE_URL", PUBLIC)
     monkeypatch.delenv("NOTIFY_UNSUBSCRIBE_SECRET", raising=False)
     yield
     structlog.reset_defaults()  # main() configured structlog for the whole process
@@ -77,6 +113,6 @@ def test_email_worker_refuses_to_start_with_a_clear_error_and_no_traceback(
     code = main(["worker", "run", "--channel", "email", "--burst"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: NOTIFY_UNSUBSCRIBE_SECRET is the built-in development value")
-    assert "NOTIFY_UNSUBSCRIBE_BASE_URL" in err
+    assert err.startswith("error: NOTIFY_UNSUBSCRIBE_SECRET holds the built-in development value")
+    assert "NOTIFY_PUBLIC_BASE_URL" in err
     assert "Traceback" not in err

@@ -17,8 +17,9 @@ def test_every_topic_the_pipeline_uses_is_named() -> None:
         "notifications.requests.dlq",
         "notifications.events",
         *(f"notifications.{c}{suffix}" for c in Channel for suffix in ("", *TIERS, ".dlq")),
+        "notifications.user-changes",
     ]
-    assert len(set(names.all())) == 27
+    assert len(set(names.all())) == 28
     assert names.retries(Channel.SMS)["notifications.sms.retry.60s"] == 60
 
 
@@ -40,6 +41,18 @@ def test_specs_take_partitions_and_retention_from_settings() -> None:
     assert specs["notifications.sms.dlq"].config["retention.ms"] == "2000"
     assert specs["notifications.events"].config["retention.ms"] == "3000"
     assert specs["notifications.requests"].config["min.insync.replicas"] == "1"
+
+
+def test_only_the_user_changes_topic_is_compacted() -> None:
+    """Routers need only each user's latest change, so that topic is compacted (with segments that
+    close, or compaction never runs); every other topic keeps every record until its retention."""
+    specs = {s.name: s for s in topic_specs(Settings(topic_partitions=4))}
+    changes = specs.pop("notifications.user-changes")
+    assert changes.partitions == 4
+    assert changes.config["cleanup.policy"] == "compact"
+    assert int(changes.config["segment.ms"]) <= 3600 * 1000
+    assert "retention.ms" not in changes.config  # a compact-only topic ignores it
+    assert {s.config["cleanup.policy"] for s in specs.values()} == {"delete"}
 
 
 SPEC = TopicSpec("t", 6, 1, {"retention.ms": "100", "cleanup.policy": "delete"})

@@ -1,0 +1,35 @@
+"""Metrics through the OpenTelemetry SDK, exported for Prometheus (pure set-up, no server).
+
+``Metrics`` owns one ``MeterProvider`` whose reader is an ``opentelemetry-exporter-prometheus``
+reader on a registry of its own (not prometheus_client's global one: two apps in one process, as in
+tests, must not report each other's figures). ``render()`` is the text exposition a ``/metrics``
+endpoint serves.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, service_name: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._reader = PrometheusMetricReader(registry=self.registry)
+        self._provider = MeterProvider(
+            metric_readers=[self._reader], resource=Resource.create({"service.name": service_name})
+        )
+
+    def meter(self, name: str) -> Meter:
+        return self._provider.get_meter(name)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
