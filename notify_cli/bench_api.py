@@ -68,12 +68,21 @@ def _free_port() -> int:
         return port
 
 
+USERS = 10_000  # bench_api_load's notification(i) sends to user-<i mod 10,000>
+
+
 def _mint_key(settings: Settings, schema: str) -> str:
+    """A key, and the users the load generator sends to (the API refuses unknown users)."""
     from api.keys import KeyStore, Scope
     from notify_core.db.connect import make_pool
 
     pool = make_pool(settings, schema=schema, max_size=1)
     try:
+        with pool.connection() as conn:
+            conn.execute(
+                "insert into users (user_id) select 'user-' || n from generate_series(0, %s) n",
+                (USERS - 1,),
+            )
         # Never limited: the benchmark measures the API, not its quota.
         return KeyStore(pool).create(SERVICE, [Scope.SEND], rate_per_s=1e9, burst=1_000_000)[1]
     finally:

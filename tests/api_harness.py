@@ -21,6 +21,7 @@ from notify_core.db.connect import make_pool, schema_url
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import topic_names
+from notify_core.userdata.repository import UserDataRepository
 
 ALL_SCOPES = (Scope.SEND, Scope.CONTACTS, Scope.STATUS)
 
@@ -41,6 +42,12 @@ class ApiEnv:
         burst: int | None = None,
     ) -> str:
         return KeyStore(self.pool).create(service, scopes, rate_per_s=rate, burst=burst)[1]
+
+    def users(self, *user_ids: str) -> None:
+        """Create these users (requests to unknown users are refused with 422)."""
+        repo = UserDataRepository(self.pool, cache_size=0)
+        for user_id in user_ids:
+            repo.upsert_user(user_id)
 
     @staticmethod
     def auth(token: str) -> dict[str, str]:

@@ -152,6 +152,15 @@ class UserDataRepository:
             for user_id, user in known.items()
         }
 
+    def known_users(self, user_ids: Sequence[str]) -> set[str]:
+        """Which of ``user_ids`` exist (read from the database, never the cache: a user made a
+        moment ago by another process counts)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "select user_id from users where user_id = any(%s)", (list(dict.fromkeys(user_ids)),)
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def get_category(self, name: str) -> Category:
         """A category's rules; an unknown one is optional and uncapped."""
         cached = self._categories.get(name)

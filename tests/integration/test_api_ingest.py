@@ -24,6 +24,7 @@ from notify_core.db.connect import make_pool
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import topic_names
+from notify_core.userdata.repository import UserDataRepository
 from tests.api_harness import ApiEnv, api_env, schema_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -33,6 +34,14 @@ PROBLEM = "application/problem+json"
 
 def body(user_id: str = "u-1", **overrides: Any) -> dict[str, Any]:
     return {"user_id": user_id, "template_id": "welcome", "category": "account", **overrides}
+
+
+@pytest.fixture(autouse=True)
+def known_users(request: pytest.FixtureRequest) -> None:
+    """The users these tests send to exist (an unknown user is a 422 of its own, tested below)."""
+    if "api_env" in request.fixturenames:
+        env: ApiEnv = request.getfixturevalue("api_env")
+        env.users("u-1", "someone-else", *(f"u-{i}" for i in range(50)))
 
 
 def produced(env: ApiEnv) -> list[dict[str, Any]]:
@@ -226,6 +235,7 @@ async def test_an_unreachable_broker_is_503_with_retry_after_never_a_hang(
     pool = make_pool(dead, max_size=1)
     try:
         key = KeyStore(pool).create("billing", [Scope.SEND])[1]
+        UserDataRepository(pool, cache_size=0).upsert_user("u-1")
         async with aiohttp.ClientSession() as http:
             started = time.monotonic()
             async with http.post(
@@ -277,3 +287,21 @@ async def test_keys_made_listed_and_revoked_with_the_cli(api_env: ApiEnv) -> Non
     await asyncio.sleep(api_env.settings.api_key_cache_s + 0.1)
     async with api_env.http.post(url, json=body(), headers=api_env.auth(token)) as response:
         assert response.status == 401
+
+
+async def test_unknown_users_are_422_naming_each_and_nothing_is_sent(api_env: ApiEnv) -> None:
+    """A single send to an unknown user, and a batch with two: 422 naming each user_id."""
+    key = api_env.key()
+    async with api_env.http.post(
+        f"{api_env.url}/v1/notifications", json=body(user_id="ghost"), headers=api_env.auth(key)
+    ) as response:
+        assert response.status == 422
+        assert [e["pointer"] for e in (await response.json())["errors"]] == ["/user_id"]
+    items = [body(), body(user_id="ghost"), body(), body(user_id="ghost-2")]
+    async with api_env.http.post(
+        f"{api_env.url}/v1/notifications:batch", json={"notifications": items}, headers=api_env.auth(key)
+    ) as response:
+        assert response.status == 422
+        pointers = [e["pointer"] for e in (await response.json())["errors"]]
+    assert pointers == ["/notifications/1/user_id", "/notifications/3/user_id"]
+    assert produced(api_env) == []

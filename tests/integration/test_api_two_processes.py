@@ -58,6 +58,8 @@ async def test_an_idempotency_key_raced_across_two_api_processes(
         conn.commit()
     pool = make_pool(own, max_size=1)
     key = KeyStore(pool).create("shop", [Scope.SEND])[1]
+    for user_id in ("ann", "bob"):
+        UserDataRepository(pool).upsert_user(user_id)
     env = {
         "NOTIFY_DATABASE_URL": own.database_url.get_secret_value(),
         "NOTIFY_TOPIC_PREFIX": own.topic_prefix,
