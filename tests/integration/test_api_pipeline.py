@@ -108,6 +108,9 @@ async def test_register_send_status_click_unsubscribe_and_opt_out(api_env: ApiEn
 
         status = await until(both_sent, "both deliveries sent")
         assert status["outcome"] == "routed"
+        elsewhere = env.auth(env.key("another-service"))
+        async with env.http.get(f"{env.url}/v1/notifications/{first}", headers=elsewhere) as response:
+            assert response.status == 404  # another service cannot see it, nor learn that it exists
         assert all(d["provider_message_id"] and d["attempts"] == 1 for d in status["deliveries"])
 
         mail = boxes.recorders[Channel.EMAIL].delivered()[0]

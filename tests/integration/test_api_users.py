@@ -67,8 +67,17 @@ async def test_user_devices_contacts_and_preferences_round_trip(api_env: ApiEnv)
     assert [d["device_id"] for d in user["devices"]] == [device["device_id"]]
     assert (await call(api_env, "DELETE", f"/v1/users/ann/devices/{device['device_id']}", key))[0] == 204
     assert (await call(api_env, "GET", "/v1/users/ann", key))[1]["devices"] == []
+    status, prefs = await call(api_env, "GET", "/v1/users/ann/preferences", key)
+    assert status == 200
+    assert prefs["time_zone"] == "Europe/Paris"
+    assert prefs["choices"] == [{"category": "marketing", "channel": "email", "opted_in": False}]
+    assert (await call(api_env, "DELETE", "/v1/users/ann/email", key))[0] == 204
+    assert (await call(api_env, "DELETE", "/v1/users/ann/phone", key))[0] == 204
+    assert (await call(api_env, "DELETE", "/v1/users/ann/phone", key))[0] == 404
+    status, user = await call(api_env, "GET", "/v1/users/ann", key)
+    assert (user["email"], user["phone"]) == ([], [])
     announced = [c["user_id"] for c in changes(api_env)]
-    assert announced.count("ann") == 7
+    assert announced.count("ann") == 9
 
 
 @pytest.mark.parametrize(
