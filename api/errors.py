@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "https://notify.example.com/problems/"
@@ -147,6 +148,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Problem as problem:
         return problem_response(problem, request.path)
+    except (HttpProcessingError, web.RequestPayloadError):  # a body aiohttp cannot decode (bad gzip)
+        return problem_response(BadRequest("the body could not be read (bad encoding)"), request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and other successes raised as exceptions pass through

@@ -68,7 +68,7 @@ def digest(token: str) -> bytes:
 
 def key_id_of(token: str) -> str:
     """The public part of a well-formed token; ``InvalidKey`` for anything else."""
-    match = _TOKEN.match(token) if token.isascii() else None
+    match = _TOKEN.fullmatch(token) if token.isascii() else None
     if match is None:
         raise InvalidKey("not an API key")
     return match.group("key_id")

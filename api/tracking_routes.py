@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api.bodies import read_json
 from api.errors import BadRequest, Gone, NotFound, Unavailable, Unprocessable, field_error
@@ -134,7 +135,10 @@ async def unsubscribe(request: web.Request) -> web.Response:
     delivery = _verified(request, Purpose.UNSUBSCRIBE, request.match_info["token"])
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise BadRequest("send the form field List-Unsubscribe=One-Click (RFC 8058)")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, HttpProcessingError, web.RequestPayloadError):  # no form, bad charset
+        raise BadRequest("send the form field List-Unsubscribe=One-Click (RFC 8058)") from None
     if form.get("List-Unsubscribe") != "One-Click":
         raise BadRequest("send the form field List-Unsubscribe=One-Click (RFC 8058)")
     users = request.app[USERS]

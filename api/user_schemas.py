@@ -6,19 +6,27 @@ time zones) are the repository's own; these models bound sizes and shapes first.
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
-from notify_core.request_model import LOCALE_PATTERN
+from notify_core.request_model import LOCALE_PATTERN, first_forbidden_char
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
 Token = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 ChannelName = Literal["ios", "android", "sms", "email"]
-USER_ID = r"^[^\x00-\x20\x7f/]{1,128}$"  # the path segment; the request model's rule is stricter
+_USER_ID = re.compile(r"^[^\x00-\x20\x7f/]{1,128}$")
+
+
+def is_user_id(text: str) -> bool:
+    """A user id a notification can name: the path segment's shape and the request model's
+    identifier rule (no invisible, private-use or other forbidden character), so a user made here
+    can always be notified."""
+    return bool(_USER_ID.match(text)) and first_forbidden_char(text) is None
 
 
 class UserBody(BaseModel):

@@ -9,7 +9,6 @@ routers' cache TTL bounds how long they may act on the old value.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,12 +20,12 @@ from api.errors import NotFound, Unavailable, Unprocessable, field_error
 from api.keys import Scope
 from api.state import CHANGES, USERS
 from api.user_schemas import (
-    USER_ID,
     DeviceBody,
     EmailBody,
     PhoneBody,
     PreferencesPatch,
     UserBody,
+    is_user_id,
 )
 from notify_core.exceptions import DatabaseError, InvalidUserData, KafkaError
 from notify_core.topics import Channel
@@ -34,7 +33,6 @@ from notify_core.userdata.models import UserContext
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
-_USER_ID = re.compile(USER_ID)
 RETRY_AFTER = {"Retry-After": "5"}
 
 
@@ -63,7 +61,7 @@ async def _user(request: web.Request) -> tuple[str, UserContext]:
     key = await authenticate(request, Scope.CONTACTS)
     charge(request, key, 1)
     user_id = request.match_info["user_id"]
-    if not _USER_ID.match(user_id):
+    if not is_user_id(user_id):
         raise NotFound("no such user")
     context = await _db(request, request.app[USERS].get_context, user_id)
     if context is None:
@@ -89,8 +87,10 @@ async def put_user(request: web.Request) -> web.Response:
     key = await authenticate(request, Scope.CONTACTS)
     charge(request, key, 1)
     user_id = request.match_info["user_id"]
-    if not _USER_ID.match(user_id):
-        raise Unprocessable(errors=[field_error("", "user_id must be 1-128 visible characters, no '/'")])
+    if not is_user_id(user_id):
+        raise Unprocessable(
+            errors=[field_error("", "user_id must be 1-128 visible characters, no '/' and no invisible ones")]
+        )
     body = validate(UserBody, await read_json(request))
     users = request.app[USERS]
     await _db(request, users.upsert_user, user_id, body.locale, body.time_zone)

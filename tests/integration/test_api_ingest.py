@@ -305,3 +305,13 @@ async def test_unknown_users_are_422_naming_each_and_nothing_is_sent(api_env: Ap
         pointers = [e["pointer"] for e in (await response.json())["errors"]]
     assert pointers == ["/notifications/1/user_id", "/notifications/3/user_id"]
     assert produced(api_env) == []
+
+
+async def test_a_body_that_does_not_decompress_is_a_400_problem(api_env: ApiEnv) -> None:
+    """Content-Encoding: gzip on bytes that are not gzip: 400 problem, not a 500."""
+    headers = {**api_env.auth(api_env.key()), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with api_env.http.post(
+        f"{api_env.url}/v1/notifications", data=b"not gzip at all", headers=headers
+    ) as response:
+        assert response.status == 400
+        assert response.content_type == PROBLEM

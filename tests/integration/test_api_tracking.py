@@ -97,4 +97,17 @@ async def test_bad_tokens_are_4xx_and_produce_nothing(api_env: ApiEnv) -> None:
     unsubscribe = signer.sign(Purpose.UNSUBSCRIBE, delivery())
     async with http.post(f"{url}/t/unsubscribe/{unsubscribe}", data={"List-Unsubscribe": "yes"}) as response:
         assert response.status == 400
+    for data, content_type in (
+        (
+            b"--x\r\nContent-Disposition: form-data\r\n\r\nOne-Click\r\n--x--\r\n",
+            "multipart/form-data; boundary=x",
+        ),
+        (b"List-Unsubscribe=\xff\xfe", "application/x-www-form-urlencoded; charset=nope"),
+        (b"no boundary", "multipart/form-data"),
+    ):
+        async with http.post(
+            f"{url}/t/unsubscribe/{unsubscribe}", data=data, headers={"Content-Type": content_type}
+        ) as response:
+            assert response.status == 400, content_type
+            assert response.content_type == "application/problem+json"
     assert api_env.events(timeout_s=5, idle_s=1.0) == []
