@@ -22,9 +22,22 @@ from api.errors import problem_middleware
 from api.idempotency import prune
 from api.keys import KeyStore
 from api.metrics import ApiMetrics
+from api.notification_schemas import id_namespace
 from api.ops import metrics_middleware
 from api.rate_limit import RateLimiter
-from api.state import CHANGES, CLIENT, EVENTS, KEYS, LIMITER, METRICS, POOL, SETTINGS, SIGNER, USERS
+from api.state import (
+    CHANGES,
+    CLIENT,
+    EVENTS,
+    ID_NAMESPACE,
+    KEYS,
+    LIMITER,
+    METRICS,
+    POOL,
+    SETTINGS,
+    SIGNER,
+    USERS,
+)
 from notify_core.db.connect import make_pool
 from notify_core.kafka_async import AsyncProducer
 from notify_core.metrics import Metrics
@@ -47,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIMITER] = RateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
     app[SIGNER] = TrackingSigner.from_settings(settings)
     app[METRICS] = ApiMetrics(Metrics("notify-api"))
+    app[ID_NAMESPACE] = id_namespace(settings.tracking_secret.get_secret_value())
     app.cleanup_ctx.extend([_database, _kafka, _pruning])
     app.on_startup.append(_freeze_startup_objects)
     for module in (notifications, users, tracking_routes, ops):

@@ -126,7 +126,8 @@ def pointer(*parts: str | int) -> str:
 
 
 def problem_response(problem: Problem, instance: str) -> web.Response:
-    body = json.dumps(problem.document(instance), ensure_ascii=False)
+    # ASCII escapes: a field name quoted back can hold a lone surrogate, which UTF-8 cannot encode.
+    body = json.dumps(problem.document(instance), ensure_ascii=True)
     response = web.Response(text=body, status=problem.status, content_type=PROBLEM_TYPE)
     response.headers.update(problem.headers)
     return response
@@ -160,5 +161,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         detail = exc.text if exc.status == 413 else None
         return problem_response(kind(detail, headers=headers), request.path)
     except Exception:
-        _log.exception("api_internal_error", path=request.path, method=request.method)
+        # The route's template, never the path: tracking paths carry signed (readable) tokens.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        _log.exception("api_internal_error", route=route, method=request.method)
         return problem_response(Problem(), request.path)

@@ -13,18 +13,19 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from notify_core.db.cache import TtlCache
-from notify_core.exceptions import DatabaseError, NotifyError
+from notify_core.db.connect import pooled
+from notify_core.exceptions import NotifyError
 
 PREFIX = "nfy"
 _TOKEN = re.compile(r"^nfy_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -157,15 +158,8 @@ class KeyStore:
             ).fetchone()
         return row is not None
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise DatabaseError(f"database error: {exc}") from exc
-        except PoolTimeout as exc:
-            raise DatabaseError(f"no database connection: {exc}") from exc
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return pooled(self._pool, "API key store")
 
 
 def _key(row: Sequence[Any]) -> ApiKey:

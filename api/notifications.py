@@ -19,7 +19,7 @@ from api.errors import NotFound, Unavailable, Unprocessable, field_error, pointe
 from api.idempotency import Seen, remember
 from api.keys import ApiKey, Scope
 from api.notification_schemas import fingerprint, idempotency_key, parse_batch, parse_one
-from api.state import CLIENT, METRICS, POOL, SETTINGS, USERS
+from api.state import CLIENT, ID_NAMESPACE, METRICS, POOL, SETTINGS, USERS
 from notify_core.exceptions import DatabaseError, DeliveryError
 from notify_core.status import lookup_status
 from producer.client import SendResult
@@ -34,7 +34,7 @@ async def post_notification(request: web.Request) -> web.Response:
     charge(request, key, 1)
     body = await read_json(request)
     idem = idempotency_key(request.headers.get("Idempotency-Key"))
-    notification = parse_one(body, key.service, idem)
+    notification = parse_one(body, key.service, idem, request.app[ID_NAMESPACE])
     await _check_users(request, [notification.user_id], lambda _: pointer("user_id"))
     await _check_idempotency(request, key, idem, body)
     try:
@@ -52,12 +52,16 @@ async def post_notification(request: web.Request) -> web.Response:
 @routes.post("/v1/notifications:batch")
 async def post_batch(request: web.Request) -> web.Response:
     key = await authenticate(request, Scope.SEND)
+    charge(request, key, 1)  # before any parsing: a key over its rate costs no CPU
     body = await read_json(request)
     settings = request.app[SETTINGS]
     idem = idempotency_key(request.headers.get("Idempotency-Key"))
     # Off the event loop: 100 items take ~5 ms to validate, which single sends should not wait for.
-    notifications = await asyncio.to_thread(parse_batch, body, key.service, idem, settings.api_max_batch)
-    charge(request, key, len(notifications))
+    notifications = await asyncio.to_thread(
+        parse_batch, body, key.service, idem, settings.api_max_batch, request.app[ID_NAMESPACE]
+    )
+    if len(notifications) > 1:
+        charge(request, key, len(notifications) - 1)
     await _check_users(
         request, [n.user_id for n in notifications], lambda i: pointer("notifications", i, "user_id")
     )

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -31,3 +32,4 @@ SIGNER = web.AppKey("signer", TrackingSigner)
 EVENTS = web.AppKey("events", AsyncProducer)
 CHANGES = web.AppKey("changes", ChangePublisher)
 METRICS = web.AppKey("metrics", ApiMetrics)
+ID_NAMESPACE = web.AppKey("id_namespace", uuid.UUID)  # where Idempotency-Key ids are derived

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import html
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -27,7 +26,7 @@ from notify_core.codec import CONTENT_TYPE_HEADERS, EVENT, default_codec
 from notify_core.events import event
 from notify_core.exceptions import DatabaseError, InvalidUserData, KafkaError
 from notify_core.topics import topic_names
-from notify_core.tracking import InvalidToken, Purpose, TrackedDelivery
+from notify_core.tracking import InvalidToken, Purpose, TrackedDelivery, is_redirectable
 
 routes = web.RouteTableDef()
 _log = structlog.get_logger("notify.api")
@@ -79,7 +78,7 @@ async def _emit(request: web.Request, kind: str, delivery: TrackedDelivery, **at
 async def click(request: web.Request) -> web.Response:
     delivery = _verified(request, Purpose.CLICK, request.match_info["token"])
     url = delivery.url or ""
-    if urlsplit(url).scheme not in ("http", "https"):
+    if not is_redirectable(url):
         raise NotFound("this link is not valid", slug="bad-token")
     # The person is waiting: a broker that does not answer costs the event, never the redirect.
     await _emit(request, "CLICKED", delivery, url=url[:1024])
@@ -155,7 +154,11 @@ async def unsubscribe(request: web.Request) -> web.Response:
     try:
         await request.app[CHANGES].publish(delivery.user_id, ["preferences"])
     except (KafkaError, TimeoutError):
-        _log.warning("unsubscribe_not_announced", user_change="preferences")
+        # Stored, but the routers would only see it after their cache time: the sender retries
+        # (the POST is idempotent), so the next message is still stopped.
+        raise Unavailable(
+            "unsubscribed, but not yet in effect everywhere: retry", headers={"Retry-After": "5"}
+        ) from None
     await _emit(request, "UNSUBSCRIBED", delivery, source="one_click")
     return _page(
         "Unsubscribed",

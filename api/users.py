@@ -1,15 +1,16 @@
 """Contact gathering and preferences: ``/v1/users/{user_id}`` and below (scope ``contacts``).
 
-Every change is written to PostgreSQL first, then announced on the user-changes topic, so every
-running router drops its cached copy of that user before the next message (``notify_core.userdata
-.changes``). A change the broker did not acknowledge is still stored: the 503 says so, and the
-routers' cache TTL bounds how long they may act on the old value.
+Every change is written to PostgreSQL first, in one transaction per request, then announced on the
+user-changes topic (once per user it touched: a device token moved from another user is announced
+for both), so every running router drops its cached copy of that user before the next message
+(``notify_core.userdata.changes``). A change the broker did not acknowledge is still stored: the 503
+says so, and the routers' cache TTL bounds how long they may act on the old value.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -29,19 +30,28 @@ from api.user_schemas import (
 )
 from notify_core.exceptions import DatabaseError, InvalidUserData, KafkaError
 from notify_core.topics import Channel
-from notify_core.userdata.models import UserContext
+from notify_core.userdata.models import QuietHours, UserContext
+from notify_core.userdata.repository import KEEP, Keep, UnknownDevice
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
 RETRY_AFTER = {"Retry-After": "5"}
 
 
-async def _db(request: web.Request, call: Callable[..., T], *args: Any, pointer: str = "") -> T:
-    """Run a repository call off the event loop, its errors as problems."""
+async def _db(
+    request: web.Request,
+    call: Callable[..., T],
+    *args: Any,
+    pointer: str = "",
+    pointers: Mapping[type[InvalidUserData], str] | None = None,
+) -> T:
+    """Run a repository call off the event loop, its errors as problems: ``InvalidUserData`` as a
+    422 at ``pointer``, or at the pointer ``pointers`` gives for its kind."""
     try:
         return await asyncio.to_thread(call, *args)
     except InvalidUserData as exc:
-        raise Unprocessable(errors=[field_error(pointer, str(exc))]) from None
+        where = next((p for kind, p in (pointers or {}).items() if isinstance(exc, kind)), pointer)
+        raise Unprocessable(errors=[field_error(where, str(exc))]) from None
     except DatabaseError:
         raise Unavailable("the user store did not answer", headers=RETRY_AFTER) from None
 
@@ -93,7 +103,7 @@ async def put_user(request: web.Request) -> web.Response:
         )
     body = validate(UserBody, await read_json(request))
     users = request.app[USERS]
-    await _db(request, users.upsert_user, user_id, body.locale, body.time_zone)
+    await _db(request, users.upsert_user, user_id, body.locale, body.time_zone)  # None: kept
     await _announce(request, user_id, "user")
     context = await _db(request, users.get_context, user_id)
     assert context is not None
@@ -111,10 +121,16 @@ async def post_device(request: web.Request) -> web.Response:
     user_id, context = await _user(request)
     body = validate(DeviceBody, await read_json(request))
     known = {d.device_id for d in context.devices}
-    device_id = await _db(
-        request, request.app[USERS].add_device, user_id, body.platform, body.token, body.app
+    device_id, previous_owner = await _db(
+        request,
+        lambda: request.app[USERS].register_device(
+            user_id, body.platform, body.token, body.app, replaces=body.replaces_device_id
+        ),
+        pointers={UnknownDevice: "/replaces_device_id"},
     )
     await _announce(request, user_id, "devices")
+    if previous_owner is not None:
+        await _announce(request, previous_owner, "devices")
     return web.json_response(
         {"device_id": device_id, "platform": body.platform, "app": body.app},
         status=200 if device_id in known else 201,
@@ -135,24 +151,12 @@ async def delete_device(request: web.Request) -> web.Response:
 
 @routes.put("/v1/users/{user_id}/email")
 async def put_email(request: web.Request) -> web.Response:
-    user_id, context = await _user(request)
-    body = validate(EmailBody, await read_json(request))
-    users = request.app[USERS]
-    contact_id = await _db(request, users.add_email, user_id, body.address, pointer="/address")
-    await _replace(request, context, Channel.EMAIL, contact_id)
-    await _announce(request, user_id, "contacts")
-    return web.json_response({"contact_id": contact_id})
+    return await _set(request, Channel.EMAIL)
 
 
 @routes.put("/v1/users/{user_id}/phone")
 async def put_phone(request: web.Request) -> web.Response:
-    user_id, context = await _user(request)
-    body = validate(PhoneBody, await read_json(request))
-    users = request.app[USERS]
-    contact_id = await _db(request, users.add_phone, user_id, body.number, pointer="/number")
-    await _replace(request, context, Channel.SMS, contact_id)
-    await _announce(request, user_id, "contacts")
-    return web.json_response({"contact_id": contact_id})
+    return await _set(request, Channel.SMS)
 
 
 @routes.delete("/v1/users/{user_id}/email")
@@ -165,22 +169,23 @@ async def delete_phone(request: web.Request) -> web.Response:
     return await _remove(request, Channel.SMS)
 
 
-async def _replace(request: web.Request, context: UserContext, channel: Channel, keep: int) -> None:
-    """One address per channel: setting one retires the others."""
-    for contact in context.contacts:
-        if contact.channel is channel and contact.contact_id != keep:
-            await _db(request, request.app[USERS].deactivate_contact, channel, contact.contact_id, "replaced")
+async def _set(request: web.Request, channel: Channel) -> web.Response:
+    """One address per channel: setting one retires the others, in one transaction."""
+    user_id, _ = await _user(request)
+    if channel is Channel.EMAIL:
+        value, field = validate(EmailBody, await read_json(request)).address, "/address"
+    else:
+        value, field = validate(PhoneBody, await read_json(request)).number, "/number"
+    contact_id = await _db(request, request.app[USERS].set_contact, user_id, channel, value, pointer=field)
+    await _announce(request, user_id, "contacts")
+    return web.json_response({"contact_id": contact_id})
 
 
 async def _remove(request: web.Request, channel: Channel) -> web.Response:
-    user_id, context = await _user(request)
-    found = [c for c in context.contacts if c.channel is channel]
-    if not found:
+    user_id, _ = await _user(request)
+    removed = await _db(request, request.app[USERS].remove_contacts, user_id, channel, "removed_by_api")
+    if not removed:
         raise NotFound(f"this user has no {'e-mail address' if channel is Channel.EMAIL else 'phone number'}")
-    for contact in found:
-        await _db(
-            request, request.app[USERS].deactivate_contact, channel, contact.contact_id, "removed_by_api"
-        )
     await _announce(request, user_id, "contacts")
     return web.Response(status=204)
 
@@ -213,18 +218,21 @@ async def patch_preferences(request: web.Request) -> web.Response:
     user_id, _ = await _user(request)
     body = validate(PreferencesPatch, await read_json(request))
     users = request.app[USERS]
-    for index, choice in enumerate(body.choices):
-        await _db(
-            request,
-            lambda c=choice: users.set_preference(
-                user_id, c.category, Channel(c.channel), opted_in=c.opted_in
-            ),
-            pointer=f"/choices/{index}",
-        )
+    quiet: QuietHours | Keep | None = KEEP
     if "quiet_hours" in body.model_fields_set:
-        quiet = body.quiet_hours
-        start, end = (quiet.start, quiet.end) if quiet is not None else (None, None)
-        await _db(request, users.set_quiet_hours, user_id, start, end, pointer="/quiet_hours")
+        given = body.quiet_hours
+        quiet = None if given is None else QuietHours(given.start, given.end)
+    unsubscribed = body.unsubscribed_channels
+    # The whole patch in one transaction (the model has refused what the repository would).
+    await _db(
+        request,
+        lambda: users.update_preferences(
+            user_id,
+            [(c.category, Channel(c.channel), c.opted_in) for c in body.choices],
+            quiet_hours=quiet,
+            unsubscribed=None if unsubscribed is None else [Channel(c) for c in unsubscribed],
+        ),
+    )
     await _announce(request, user_id, "preferences")
     context = await _db(request, users.get_context, user_id)
     assert context is not None

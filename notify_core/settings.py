@@ -196,11 +196,13 @@ class Settings(BaseSettings):
         Called at the entry point of every process that signs or verifies unsubscribe or tracking
         links (the e-mail worker today), not as a validator: tests and tools build ``Settings`` with
         public URLs and never send a link. A dev secret, current or previous, is refused when
-        ``public_base_url`` is not on loopback: whoever has read this file could forge links.
+        ``public_base_url`` or ``api_host`` (where the API listens) is not on loopback: whoever has
+        read this file could forge links.
         Raises ``ConfigError`` naming the setting, never its value.
         """
-        if is_loopback_url(self.public_base_url):
-            return
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        if is_loopback_url(self.public_base_url) and is_loopback_url(f"http://{host}"):
+            return  # links lead to loopback and the API listens only there: nobody else can use one
         # A previous key still verifies, so the dev value there lets forged links in just the same.
         checks = [
             ("UNSUBSCRIBE_SECRET", DEV_UNSUBSCRIBE_SECRET, [self.unsubscribe_secret]),
@@ -213,7 +215,8 @@ class Settings(BaseSettings):
                 links = "unsubscribe" if "UNSUBSCRIBE" in setting else "click, open and push-open"
                 raise ConfigError(
                     f"NOTIFY_{setting} holds the built-in development value, but NOTIFY_PUBLIC_BASE_URL"
-                    f" is not on loopback: anyone could forge {links} links. Use a random secret of your own."
+                    f" or NOTIFY_API_HOST is not on loopback: anyone could forge {links} links."
+                    " Use a random secret of your own."
                 )
 
     # --- librdkafka renderings --------------------------------------------------------------------

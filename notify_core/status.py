@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from notify_core.exceptions import DatabaseError
+from notify_core.db.connect import pooled
 
 MAX_DELIVERIES = 100  # a request fans out to a user's devices and contacts: far fewer in practice
 _OUTCOME = (
@@ -139,21 +139,24 @@ def lookup_status(
     nid = _canonical(notification_id)
     if nid is None:
         return None  # not a UUID: no request can have it (and nothing to ask the database)
-    try:
-        with pool.connection() as conn:
-            row = conn.execute(_OUTCOME, (nid,)).fetchone()
-            if row is None and service is not None:
-                return None
-            if row is not None and service is not None and row[1] != service:
-                return None  # another service's: indistinguishable from unknown, on purpose
-            deliveries = conn.execute(_DELIVERIES, (nid, MAX_DELIVERIES)).fetchall()
-    except psycopg.Error as exc:  # PoolTimeout is an OperationalError too
-        raise DatabaseError(f"database error: {exc}") from exc
+    with pooled(pool, "notification status") as conn:
+        row = conn.execute(_OUTCOME, (nid,)).fetchone()
+        if row is None and service is not None:
+            return None
+        if row is not None and service is not None and row[1] != service:
+            return None  # another service's: indistinguishable from unknown, on purpose
+        deliveries = conn.execute(_DELIVERIES, (nid, MAX_DELIVERIES)).fetchall()
     found = tuple(_delivery(d) for d in deliveries)
     if row is None:
         if not found:
             return None
         return NotificationStatus(nid, None, None, None, None, None, None, None, (), found)
+    channels = tuple(ChannelStatus.from_json(c) for c in row[8])
+    if service is not None:
+        # Only the deliveries this decision made: ids are unique only by convention, and a row some
+        # other service's request left under the same id must not show here.
+        own = {c.delivery_id for c in channels if c.delivery_id is not None}
+        found = tuple(d for d in found if d.delivery_id in own)
     return NotificationStatus(
         notification_id=str(row[0]),
         service=str(row[1]),
@@ -163,7 +166,7 @@ def lookup_status(
         outcome=str(row[5]),
         reason=row[6],
         decided_at=row[7],
-        channels=tuple(ChannelStatus.from_json(c) for c in row[8]),
+        channels=channels,
         deliveries=found,
     )
 

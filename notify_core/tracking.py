@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from itsdangerous import BadData, BadPayload, BadSignature, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
+from yarl import URL
 
 from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.settings import Settings
@@ -243,6 +244,16 @@ def _delivery(payload: object, purpose: Purpose) -> TrackedDelivery:
 
 def _url(base: str, kind: str, token: str) -> str:
     return f"{base.rstrip('/')}/t/{kind}/{quote(token, safe='')}"  # quote: a no-op for our tokens
+
+
+def is_redirectable(url: str) -> bool:
+    """An absolute http(s) URL aiohttp can put in a Location header (a port over 65535, say, it
+    cannot): checked before the event, so a bad one produces nothing."""
+    try:
+        parsed = URL(url)
+        return parsed.scheme in ("http", "https") and bool(parsed.host) and parsed.port is not None
+    except (ValueError, TypeError):
+        return False
 
 
 def click_url(base: str, token: str) -> str:

@@ -30,7 +30,14 @@ from urllib.parse import urlsplit
 
 from consumers.router.policy import PUSH
 from notify_core.topics import Channel
-from notify_core.tracking import Purpose, TrackedDelivery, TrackingSigner, click_url, open_pixel_url
+from notify_core.tracking import (
+    Purpose,
+    TrackedDelivery,
+    TrackingSigner,
+    click_url,
+    is_redirectable,
+    open_pixel_url,
+)
 
 TRACKING_KEY = "notify_tracking"
 # Distinct URLs signed per mail (about 60 us each); links to any further ones stay direct, so a
@@ -190,8 +197,8 @@ def _href(tag: str) -> tuple[int, int, str] | None:
 
 
 def _trackable(url: str, base_url: str) -> bool:
-    if not _HTTP.match(url):
-        return False  # mailto:, tel:, #anchor, relative, javascript: ...
+    if not _HTTP.match(url) or not is_redirectable(url):
+        return False  # mailto:, tel:, #anchor, relative, javascript:, a port over 65535 ...
     try:
         parts, base = urlsplit(url), urlsplit(base_url)
     except ValueError:  # e.g. an unclosed "[" in the host: a browser would not follow it either

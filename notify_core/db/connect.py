@@ -6,11 +6,13 @@ their own. psycopg's connection errors are translated into ``DatabaseError`` her
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from notify_core.exceptions import DatabaseError
 from notify_core.settings import Settings
@@ -83,3 +85,15 @@ async def make_async_pool(
         await pool.close()
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
     return pool
+
+
+@contextmanager
+def pooled(pool: ConnectionPool[psycopg.Connection[Any]], what: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from ``pool`` whose psycopg errors (a lost server, a pool that waited in vain)
+    come out as ``DatabaseError`` naming ``what`` was being done: the one translation for callers
+    that have nothing more specific to say."""
+    try:
+        with pool.connection() as conn:
+            yield conn
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise DatabaseError(f"{what}: {exc}") from exc

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import time
+from enum import Enum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,6 +46,20 @@ from notify_core.userdata.models import (
 
 LOCALE = re.compile(LOCALE_PATTERN)
 PUSH_PLATFORMS = {"ios": Channel.IOS, "android": Channel.ANDROID}
+DEFAULT_LOCALE, DEFAULT_TIME_ZONE = "en", "UTC"  # a new user's, as in the schema
+
+
+class Keep(Enum):
+    """A part of a change that leaves the stored value as it is (``None`` would clear it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+class UnknownDevice(InvalidUserData):
+    """The device a registration replaces is not one of the user's."""
 
 
 class UserDataRepository:
@@ -194,47 +209,103 @@ class UserDataRepository:
         return templates
 
     # --- writes (each invalidates what it changes) ----------------------------------------------
-    def upsert_user(self, user_id: str, locale: str = "en", time_zone: str = "UTC") -> None:
+    def upsert_user(self, user_id: str, locale: str | None = None, time_zone: str | None = None) -> None:
+        """Create or update a user in one statement: a field given as ``None`` keeps its stored value
+        (a new user's is ``DEFAULT_LOCALE`` / ``DEFAULT_TIME_ZONE``)."""
         if not user_id:
             raise InvalidUserData("user_id must not be empty")
-        if not LOCALE.match(locale):
+        if locale is not None and not LOCALE.match(locale):
             raise InvalidUserData(f"locale {locale!r} is not a BCP 47 tag like 'en' or 'pt-BR'")
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidUserData(
-                f"unknown time zone {time_zone!r} (use an IANA name like 'Europe/Paris')"
-            ) from None
+        if time_zone is not None:
+            try:
+                ZoneInfo(time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise InvalidUserData(
+                    f"unknown time zone {time_zone!r} (use an IANA name like 'Europe/Paris')"
+                ) from None
         with self._conn() as conn:
             conn.execute(
-                "insert into users (user_id, locale, time_zone) values (%s, %s, %s) on conflict (user_id)"
-                " do update set locale = excluded.locale, time_zone = excluded.time_zone, updated_at = now()",
-                (user_id, locale, time_zone),
+                "insert into users (user_id, locale, time_zone)"
+                " values (%(user)s, coalesce(%(locale)s::text, %(default_locale)s),"
+                " coalesce(%(zone)s::text, %(default_zone)s))"
+                " on conflict (user_id) do update set locale = coalesce(%(locale)s::text, users.locale),"
+                " time_zone = coalesce(%(zone)s::text, users.time_zone), updated_at = now()",
+                {
+                    "user": user_id,
+                    "locale": locale,
+                    "zone": time_zone,
+                    "default_locale": DEFAULT_LOCALE,
+                    "default_zone": DEFAULT_TIME_ZONE,
+                },
             )
         self._contexts.invalidate(user_id)
 
     def add_device(self, user_id: str, platform: str, token: str, app: str) -> int:
         """Register a device; a known token is reactivated and moved to this user."""
+        return self.register_device(user_id, platform, token, app)[0]
+
+    def register_device(
+        self, user_id: str, platform: str, token: str, app: str, *, replaces: int | None = None
+    ) -> tuple[int, str | None]:
+        """Register a device in one transaction: ``(device_id, previous_owner)``, the owner being the
+        other user a known token was moved from (``None`` for a new token or one already this user's).
+
+        ``replaces`` names the user's device whose token this one rotates: it is deactivated with the
+        reason ``replaced`` in the same transaction. It must be this user's and active, or already
+        replaced (a retried request), else ``UnknownDevice`` and nothing is written; naming the device
+        the token already is changes nothing more.
+        """
         if platform not in PUSH_PLATFORMS:
             raise InvalidUserData(f"platform must be 'ios' or 'android', not {platform!r}")
         if not token:
             raise InvalidUserData("device token must not be empty")
-        with self._conn() as conn:
-            previous = conn.execute(
-                "select user_id from devices where platform = %s and token = %s", (platform, token)
-            ).fetchone()
-            row = conn.execute(
-                "insert into devices (user_id, platform, token, app) values (%s, %s, %s, %s)"
-                " on conflict (platform, token) do update set user_id = excluded.user_id, app = excluded.app,"
-                " active = true, last_seen_at = now(), deactivated_at = null, deactivated_reason = null"
-                " returning device_id",
-                (user_id, platform, token, app),
-            ).fetchone()
+        with self._conn() as conn, conn.transaction():
+            if replaces is not None:
+                old = conn.execute(
+                    "select active, deactivated_reason from devices where device_id = %s and user_id = %s"
+                    " for update",
+                    (replaces, user_id),
+                ).fetchone()
+                if old is None or not (old[0] or old[1] == "replaced"):
+                    raise UnknownDevice(f"device {replaces} is not an active device of this user")
+            device_id, previous = self._upsert_device(conn, user_id, platform, token, app)
+            if replaces is not None and replaces != device_id:
+                conn.execute(
+                    "update devices set active = false, deactivated_at = now(), deactivated_reason = %s"
+                    " where device_id = %s and active",
+                    ("replaced", replaces),
+                )
         self._contexts.invalidate(user_id)
         if previous is not None:
-            self._contexts.invalidate(previous[0])
-        assert row is not None
-        return int(row[0])
+            self._contexts.invalidate(previous)
+        return device_id, previous
+
+    @staticmethod
+    def _upsert_device(
+        conn: psycopg.Connection[Any], user_id: str, platform: str, token: str, app: str
+    ) -> tuple[int, str | None]:
+        """Insert a new token, or lock the known one's row and move it here (told who had it)."""
+        for _ in range(3):  # a row deleted (its user erased) between the two statements: look again
+            row = conn.execute(
+                "insert into devices (user_id, platform, token, app) values (%s, %s, %s, %s)"
+                " on conflict (platform, token) do nothing returning device_id",
+                (user_id, platform, token, app),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), None
+            known = conn.execute(
+                "select device_id, user_id from devices where platform = %s and token = %s for update",
+                (platform, token),
+            ).fetchone()
+            if known is None:
+                continue
+            conn.execute(
+                "update devices set user_id = %s, app = %s, active = true, last_seen_at = now(),"
+                " deactivated_at = null, deactivated_reason = null where device_id = %s",
+                (user_id, app, known[0]),
+            )
+            return int(known[0]), (known[1] if known[1] != user_id else None)
+        raise DatabaseError("device token registration kept racing a deletion: retry")
 
     def deactivate_device(self, device_id: int, reason: str) -> None:
         with self._conn() as conn:
@@ -266,6 +337,51 @@ class UserDataRepository:
         assert row is not None
         return int(row[0])
 
+    def set_contact(self, user_id: str, channel: Channel, value: str) -> int:
+        """Make ``value`` the user's one active address of ``channel`` (``email`` or ``sms``), in one
+        transaction: normalised, inserted or reactivated, and every other active address of that
+        channel deactivated as ``replaced``. The user's row is locked, so concurrent calls for one
+        user serialise and leave exactly one active address. ``InvalidUserData`` for a bad value or an
+        unknown user, before anything is written."""
+        table, column, normalize = _contact_table(channel)
+        address = normalize(value)
+        with self._conn() as conn, conn.transaction():
+            self._lock_user(conn, user_id)
+            row = conn.execute(
+                f"insert into {table} (user_id, {column}) values (%s, %s) on conflict (user_id, {column})"  # noqa: S608
+                " do update set active = true, deactivated_at = null, deactivated_reason = null"
+                " returning contact_id",
+                (user_id, address),
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                f"update {table} set active = false, deactivated_at = now(), deactivated_reason = %s"  # noqa: S608
+                " where user_id = %s and active and contact_id <> %s",
+                ("replaced", user_id, row[0]),
+            )
+        self._contexts.invalidate(user_id)
+        return int(row[0])
+
+    def remove_contacts(self, user_id: str, channel: Channel, reason: str) -> int:
+        """Deactivate every active address of ``channel`` of the user, in one transaction under the
+        user's row lock (as ``set_contact``); how many there were."""
+        table, _, _ = _contact_table(channel)
+        with self._conn() as conn, conn.transaction():
+            self._lock_user(conn, user_id)
+            removed = conn.execute(
+                f"update {table} set active = false, deactivated_at = now(), deactivated_reason = %s"  # noqa: S608
+                " where user_id = %s and active",
+                (reason, user_id),
+            ).rowcount
+        self._contexts.invalidate(user_id)
+        return removed
+
+    @staticmethod
+    def _lock_user(conn: psycopg.Connection[Any], user_id: str) -> None:
+        """Lock the user's row until the transaction ends: writers of one user's data serialise."""
+        if conn.execute("select 1 from users where user_id = %s for update", (user_id,)).fetchone() is None:
+            raise InvalidUserData("no such user")
+
     def deactivate_contact(self, channel: Channel, contact_id: int, reason: str) -> None:
         table = {Channel.EMAIL: "user_emails", Channel.SMS: "user_phones"}.get(channel)
         if table is None:
@@ -281,12 +397,7 @@ class UserDataRepository:
 
     def set_preference(self, user_id: str, category: str, channel: Channel, *, opted_in: bool) -> None:
         with self._conn() as conn:
-            conn.execute(
-                "insert into preferences (user_id, category, channel, opted_in) values (%s, %s, %s, %s)"
-                " on conflict (user_id, category, channel) do update set opted_in = excluded.opted_in,"
-                " updated_at = now()",
-                (user_id, category, Channel(channel).value, opted_in),
-            )
+            _write_choice(conn, user_id, category, Channel(channel), opted_in)
         self._contexts.invalidate(user_id)
 
     def unsubscribe(self, user_id: str, channel: Channel) -> None:
@@ -297,20 +408,60 @@ class UserDataRepository:
             )
         self._contexts.invalidate(user_id)
 
+    def resubscribe(self, user_id: str, channel: Channel) -> None:
+        """Undo ``unsubscribe``: the channel carries the user's optional categories again."""
+        with self._conn() as conn:
+            conn.execute(
+                "delete from channel_unsubscribes where user_id = %s and channel = %s",
+                (user_id, Channel(channel).value),
+            )
+        self._contexts.invalidate(user_id)
+
     def set_quiet_hours(self, user_id: str, start: time | None, end: time | None) -> None:
         """Set (or, with ``None``, clear) the user's quiet hours in their local time."""
+        quiet = None if start is None or end is None else _checked_quiet_hours(QuietHours(start, end))
         with self._conn() as conn:
-            if start is None or end is None:
-                conn.execute("delete from quiet_hours where user_id = %s", (user_id,))
-            else:
-                if start == end:
-                    raise InvalidUserData("quiet hours must not start and end at the same time")
+            _write_quiet_hours(conn, user_id, quiet)
+        self._contexts.invalidate(user_id)
+
+    def update_preferences(
+        self,
+        user_id: str,
+        choices: Sequence[tuple[str, Channel, bool]] = (),
+        *,
+        quiet_hours: QuietHours | Keep | None = KEEP,
+        unsubscribed: Collection[Channel] | None = None,
+    ) -> None:
+        """Apply a whole preferences change in one transaction, or nothing of it.
+
+        ``choices`` are (category, channel, opted in); ``quiet_hours`` sets them, clears them with
+        ``None`` or leaves them with ``KEEP``; ``unsubscribed``, when given, is the full new set of
+        channel-wide unsubscribes (``None`` leaves it). Every part is checked first: a bad one raises
+        ``InvalidUserData`` before anything is written. The user's row is locked (as ``set_contact``),
+        so concurrent changes of one user apply one after the other.
+        """
+        checked = [(_checked_category(c), _checked_channel(ch), bool(opted)) for c, ch, opted in choices]
+        quiet = (
+            quiet_hours if quiet_hours is KEEP or quiet_hours is None else _checked_quiet_hours(quiet_hours)
+        )
+        channels = None if unsubscribed is None else sorted({_checked_channel(c).value for c in unsubscribed})
+        with self._conn() as conn, conn.transaction():
+            self._lock_user(conn, user_id)
+            for category, channel, opted_in in checked:
+                _write_choice(conn, user_id, category, channel, opted_in)
+            if quiet is not KEEP:
+                _write_quiet_hours(conn, user_id, quiet)
+            if channels is not None:
                 conn.execute(
-                    "insert into quiet_hours (user_id, start_local, end_local) values (%s, %s, %s)"
-                    " on conflict (user_id) do update set start_local = excluded.start_local,"
-                    " end_local = excluded.end_local",
-                    (user_id, start, end),
+                    "delete from channel_unsubscribes where user_id = %s and not (channel = any(%s))",
+                    (user_id, channels),
                 )
+                for channel_name in channels:
+                    conn.execute(
+                        "insert into channel_unsubscribes (user_id, channel) values (%s, %s)"
+                        " on conflict do nothing",
+                        (user_id, channel_name),
+                    )
         self._contexts.invalidate(user_id)
 
     def upsert_category(
@@ -370,6 +521,58 @@ class UserDataRepository:
         self._templates.invalidate(t.template_id)
 
 
+# --- write helpers (inside a caller's transaction) ---------------------------------------------------
+def _write_choice(
+    conn: psycopg.Connection[Any], user_id: str, category: str, channel: Channel, opted_in: bool
+) -> None:
+    conn.execute(
+        "insert into preferences (user_id, category, channel, opted_in) values (%s, %s, %s, %s)"
+        " on conflict (user_id, category, channel) do update set opted_in = excluded.opted_in,"
+        " updated_at = now()",
+        (user_id, category, channel.value, opted_in),
+    )
+
+
+def _write_quiet_hours(conn: psycopg.Connection[Any], user_id: str, quiet: QuietHours | None) -> None:
+    if quiet is None:
+        conn.execute("delete from quiet_hours where user_id = %s", (user_id,))
+    else:
+        conn.execute(
+            "insert into quiet_hours (user_id, start_local, end_local) values (%s, %s, %s)"
+            " on conflict (user_id) do update set start_local = excluded.start_local,"
+            " end_local = excluded.end_local",
+            (user_id, quiet.start, quiet.end),
+        )
+
+
+def _checked_quiet_hours(quiet: QuietHours) -> QuietHours:
+    if quiet.start == quiet.end:
+        raise InvalidUserData("quiet hours must not start and end at the same time")
+    return quiet
+
+
+def _checked_category(category: str) -> str:
+    if not category:
+        raise InvalidUserData("a preference needs a category")
+    return category
+
+
+def _checked_channel(channel: str) -> Channel:
+    try:
+        return Channel(channel)
+    except ValueError:
+        raise InvalidUserData(
+            f"channel must be one of {[c.value for c in Channel]}, not {channel!r}"
+        ) from None
+
+
+def _contact_table(channel: Channel) -> tuple[str, str, Callable[[str], str]]:
+    found = _CONTACTS.get(Channel(channel))
+    if found is None:
+        raise InvalidUserData(f"{channel} has devices, not contacts")
+    return found
+
+
 # --- contact normalisation (pure) -------------------------------------------------------------------
 _PARSE_ERRORS = {
     phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "it must start with + and a known country code",
@@ -418,3 +621,10 @@ def normalize_email(address: str) -> str:
         raise InvalidUserData(f"not a valid e-mail address: {why}") from None
     # Its normalised form: domain IDNA-mapped (full-width letters, Punycode shown as Unicode), NFC.
     return str(info.normalized)
+
+
+# (table, address column, normaliser) of the channels with contacts rather than devices.
+_CONTACTS: dict[Channel, tuple[str, str, Callable[[str], str]]] = {
+    Channel.EMAIL: ("user_emails", "address", normalize_email),
+    Channel.SMS: ("user_phones", "e164", normalize_phone),
+}

@@ -78,11 +78,13 @@ async def test_bad_tokens_are_4xx_and_produce_nothing(api_env: ApiEnv) -> None:
     tampered = click[:-3] + ("AAA" if not click.endswith("AAA") else "BBB")
     expired = old.sign(Purpose.CLICK, delivery(url=SIGNED_URL))
     wrong_purpose = signer.sign(Purpose.OPEN, delivery())
+    bad_port = signer.sign(Purpose.CLICK, delivery(url="https://shop.example.com:99999/x"))
     http, url = api_env.http, api_env.url
     for token, status in (
         (tampered, 404),
         (expired, 410),
         (wrong_purpose, 404),
+        (bad_port, 404),
         ("x" * 5000, 404),
         ("..", 404),
     ):

@@ -19,6 +19,7 @@ PHASE_KEYS = {"accepted", "seconds", "cpu_cores"}
 
 
 def test_bench_api_writes_its_figures_and_cleans_up(stack_settings: Settings, tmp_path: Path) -> None:
+    """A tiny `notify bench api` run exits 0, writes every figure to its JSON, and leaves no topic."""
     out = tmp_path / "api.json"
     args = ["--count", "300", "--seconds", "60", "--single-seconds", "1", "--out", str(out)]
     done = subprocess.run(

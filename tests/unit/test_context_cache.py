@@ -49,6 +49,7 @@ def test_a_read_that_started_after_the_invalidation_is_cached() -> None:
 
 
 def test_invalidating_a_cached_row_drops_it_at_once() -> None:
+    """An invalidated user is gone from the cache at once, not when its TTL ends."""
     cache: ContextCache[str, str] = ContextCache(10, ttl_s=60, clock=Clock())
     cache.put_fetched(cache.ticket(), {"u1": "ctx"})
     cache.invalidate("u1")
@@ -74,5 +75,6 @@ def test_when_the_tracked_invalidations_are_forgotten_older_reads_cache_nothing(
 
 
 def test_max_tracked_must_be_positive() -> None:
+    """A cache that could track no invalidation at all is refused when built."""
     with pytest.raises(ValueError, match="max_tracked"):
         ContextCache(10, ttl_s=60, max_tracked=0)

@@ -116,3 +116,13 @@ def test_email_worker_refuses_to_start_with_a_clear_error_and_no_traceback(
     assert err.startswith("error: NOTIFY_UNSUBSCRIBE_SECRET holds the built-in development value")
     assert "NOTIFY_PUBLIC_BASE_URL" in err
     assert "Traceback" not in err
+
+
+def test_dev_secrets_are_refused_when_the_api_listens_beyond_loopback() -> None:
+    """Links on loopback, but the API listening on every interface (0.0.0.0 or ::): the development
+    secrets would let anyone who can reach it forge unsubscribe links, so they are refused."""
+    for host in ("0.0.0.0", "::", "10.0.0.5"):  # noqa: S104 - the very values being refused
+        with pytest.raises(ConfigError, match="NOTIFY_API_HOST"):
+            Settings(api_host=host).check_for_production()
+    Settings(api_host="127.0.0.1").check_for_production()
+    Settings(api_host="::1").check_for_production()

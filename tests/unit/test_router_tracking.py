@@ -173,6 +173,7 @@ def test_links_that_are_not_web_links_or_are_unsubscribes_stay_as_they_are(html:
 
 
 def test_a_tag_cut_off_by_the_end_of_input_is_left_alone() -> None:
+    """An <a> tag the input ends inside is not rewritten (only the pixel is added)."""
     html = f'<p>x</p><a href="{U}"'
     assert track(html) == html + pixel()
 
@@ -211,6 +212,7 @@ def test_a_hostile_base_url_is_escaped_too() -> None:
 
 
 def test_many_links_each_get_a_click_and_a_repeated_url_the_same_token() -> None:
+    """Sixty links all become click links to their own URL; a URL repeated gets the same token."""
     urls = [f"https://example.com/item/{i}?ref=mail&amp;n={i}" for i in range(60)]
     html = (
         "<ul>" + "".join(f'<li><a href="{u}">{i}</a></li>' for i, u in enumerate(urls + urls[:3])) + "</ul>"
@@ -224,6 +226,7 @@ def test_many_links_each_get_a_click_and_a_repeated_url_the_same_token() -> None
 
 
 def test_mixed_content_tracks_only_web_links() -> None:
+    """http(s) links are tracked; mailto: and unsubscribe links stay as written."""
     html = (
         '<p><a href="https://example.com/shop">Shop</a> or <a href="mailto:help@example.com">write</a>'
         ' or <a href="https://example.com/unsubscribe/123">unsubscribe</a></p>'
@@ -249,10 +252,12 @@ def test_mixed_content_tracks_only_web_links() -> None:
     ],
 )
 def test_the_open_pixel_goes_before_the_closing_body_tag_or_at_the_end(html: str, where: str) -> None:
+    """The pixel is placed just before </body> when there is one, else appended."""
     assert track(html) == where.format(px=pixel())
 
 
 def test_the_open_pixel_token_names_the_delivery() -> None:
+    """The pixel is a 1x1 hidden image whose OPEN token verifies as this delivery."""
     tracked = track("<p>Hi</p>")
     [(tag, attrs)] = [t for t in start_tags(tracked) if t[0] == "img"]
     values = dict(attrs)
@@ -277,6 +282,7 @@ def test_over_the_size_budget_links_and_pixel_are_left_out() -> None:
 
 
 def test_a_url_too_long_for_a_token_stays_direct() -> None:
+    """A URL too long to fit in a token is left direct; the other links are still tracked."""
     # Random letters: zlib cannot shrink them back under the token's length bound.
     long_url = "https://example.com/" + "".join(random.Random(7).choices(string.ascii_letters, k=6000))
     html = f'<a href="{long_url}">long</a><a href="{U}">short</a>'
@@ -326,12 +332,14 @@ PUSH = dataclasses.replace(DELIVERY, channel=Channel.IOS)
 
 
 def test_push_data_gets_a_push_open_token() -> None:
+    """Push data keeps its entries and gains a PUSH_OPEN token that verifies as this delivery."""
     data = track_push_data({"order": "42"}, PUSH, SIGNER, title="T", body="B", max_bytes=4096)
     assert data["order"] == "42"
     assert SIGNER.verify(Purpose.PUSH_OPEN, data[TRACKING_KEY]) == PUSH
 
 
 def test_a_push_token_that_would_break_the_size_limit_is_left_out() -> None:
+    """At exactly the size limit the token is added; one byte less and it is left out."""
     token = SIGNER.sign(Purpose.PUSH_OPEN, PUSH)
     data = {"blob": "é" * 1000}
     size = push_size("T", "B", {**data, TRACKING_KEY: token})

@@ -260,6 +260,7 @@ def test_click_without_url_open_with_url_and_huge_tokens_are_refused_when_signin
 
 @pytest.mark.parametrize("bad", [{"tracking_secrets": []}, {"unsubscribe_secrets": [""]}])
 def test_empty_secrets_are_a_configuration_error(bad: dict[str, list[str]]) -> None:
+    """No tracking secret, or an empty unsubscribe secret, is a ConfigError when the signer is built."""
     kwargs: dict[str, list[str]] = {"tracking_secrets": ["t"], "unsubscribe_secrets": ["u"]} | bad
     with pytest.raises(ConfigError, match="secrets"):
         TrackingSigner(**kwargs)  # type: ignore[arg-type]
