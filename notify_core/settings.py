@@ -157,6 +157,21 @@ class Settings(BaseSettings):
     # Preference and contact changes: each router applies them within this after they are made.
     user_changes_poll_s: float = Field(default=0.05, gt=0, le=1.0)
 
+    # --- Analytics sink (notify sink run) and report ------------------------------------------------
+    sink_group: str = "notify-sink"
+    # Where the Parquet files go: a directory, or s3://bucket/prefix. Unset: <cache_dir>/analytics.
+    sink_output: str | None = None
+    # A file is written per partition once this many events are buffered, or once the oldest has
+    # waited this long (so a quiet topic still lands within the age).
+    sink_flush_rows: int = Field(default=100_000, ge=1, le=10_000_000)
+    sink_flush_s: float = Field(default=60.0, gt=0)
+    # An S3-compatible endpoint (moto's server in tests); unset: AWS itself. Credentials: NOTIFY_AWS_*.
+    s3_endpoint: str | None = None
+
+    def sink_location(self) -> str:
+        """The sink's output: ``sink_output``, or the cache directory's ``analytics`` folder."""
+        return self.sink_output or str(self.cache_dir / "analytics")
+
     # --- Channel workers ---------------------------------------------------------------------------
     # Stable per worker process (like router_instance_id): a restarted worker takes back its own
     # delivery-log leases at once instead of waiting for them to lapse.
