@@ -25,15 +25,14 @@ from aiosmtplib import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.delivery.email import (
+from consumers.delivery.email import EmailAdapter
+from consumers.delivery.email_message import (
     DEFAULT_TRANSACTIONAL,
-    EmailAdapter,
     InvalidEmail,
     build_message,
-    classify,
-    classify_exception,
     message_id_for,
 )
+from consumers.delivery.email_reply import classify, classify_exception
 from consumers.delivery.outcome import Outcome, Status
 from notify_core.exceptions import ConfigError
 from notify_core.tracking import TrackingSigner
