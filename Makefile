@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status topics lint fmt unit test demo bench clean
+.PHONY: help install up down status topics lint fmt unit test demo sink bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
@@ -50,12 +50,17 @@ test: lint up ## the full suite: lint, types, unit and integration tests on the 
 demo: install ## the whole pipeline end to end on the local stack, with a readable summary
 	$(BIN)/notify demo
 
+sink: up ## run the analytics sink until idle (Parquet under NOTIFY_SINK_OUTPUT)
+	$(BIN)/notify topics apply
+	$(BIN)/notify sink run --burst
+
 bench: up ## benchmarks with their raw Kafka baselines; figures go to bench-results/
 	$(BIN)/notify topics apply
 	$(BIN)/notify bench produce
 	$(BIN)/notify bench router
 	$(BIN)/notify bench delivery
 	$(BIN)/notify bench api
+	$(BIN)/notify bench sink
 
 clean: down ## stop the stack and remove the virtualenv and caches (not the Maven jars in ~/.m2)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results

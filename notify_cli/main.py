@@ -35,7 +35,9 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("router_cmd", ("router",), "server"),
     ("worker_cmd", ("worker",), "server"),
     ("dlq_cmd", ("dlq",), "server"),
+    ("sink_cmd", ("sink",), "server"),
     ("api_cmd", ("api", "keys"), "server"),
+    ("report_cmd", ("report",), "server"),
     ("bench", ("bench",), "dev"),
     ("demo", ("demo",), "dev"),
 )

@@ -55,8 +55,15 @@ def event(
     attempt: int | None = None,
     latency_ms: float | None = None,
     attributes: dict[str, str] | None = None,
+    template_id: str | None = None,
+    locale: str | None = None,
+    requested_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A ``notification_event`` record. ``event_type`` is the Avro symbol (ROUTED, SENT, ...)."""
+    """A ``notification_event`` record (v2). ``event_type`` is the Avro symbol (ROUTED, SENT, ...).
+
+    ``template_id``, ``locale`` and ``requested_at`` (the request's ``created_at``) are filled by
+    the writers that know them; the README's "The analytics events" says which.
+    """
     return {
         "event_id": str(uuid.uuid4()),
         "event_type": event_type,
@@ -73,6 +80,9 @@ def event(
         "attempt": attempt,
         "latency_ms": latency_ms,
         "attributes": attributes or {},
+        "template_id": template_id,
+        "locale": locale,
+        "requested_at": requested_at,
     }
 
 

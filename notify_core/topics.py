@@ -50,6 +50,11 @@ class TopicNames:
         return f"{self.prefix}.events"
 
     @property
+    def events_dlq(self) -> str:
+        """Records of the analytics topic that do not decode, dead-lettered by the analytics sink."""
+        return f"{self.prefix}.events.dlq"
+
+    @property
     def user_changes(self) -> str:
         """Compacted, keyed by user id: preference and contact changes, for every router's cache."""
         return f"{self.prefix}.user-changes"
@@ -69,7 +74,7 @@ class TopicNames:
         return f"{self.prefix}.{channel.value}.dlq"
 
     def all(self) -> list[str]:
-        names = [self.requests, self.requests_dlq, self.events]
+        names = [self.requests, self.requests_dlq, self.events, self.events_dlq]
         for channel in Channel:
             names += [self.channel(channel), *self.retries(channel), self.dlq(channel)]
         return [*names, self.user_changes]
@@ -92,7 +97,7 @@ def topic_names(settings: Settings) -> TopicNames:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The desired state of every topic, from settings."""
     names = topic_names(settings)
-    dead_letters = {names.requests_dlq} | {names.dlq(c) for c in Channel}
+    dead_letters = {names.requests_dlq, names.events_dlq} | {names.dlq(c) for c in Channel}
 
     def spec(name: str) -> TopicSpec:
         if name == names.user_changes:

@@ -320,6 +320,10 @@ class Deliverer:
             channel=self._channel,
             category=message["category"],
             provider=self._provider,
+            # The channel message has no request time: requested_at stays null here; readers take
+            # it from the delivery's ROUTED event (same delivery_id).
+            template_id=message["template_id"],
+            locale=message["locale"],
             **fields,
         )
         value = self._codec.encode(EVENT, built)  # encoded once: a retried produce keeps its event_id

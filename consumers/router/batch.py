@@ -116,7 +116,7 @@ def plan_batch(
     plan = BatchPlan()
     seen = dict(lookups.seen)
     usage: dict[tuple[str, str, Channel], int] = defaultdict(int, lookups.cap_usage)
-    emit = _Emitter(plan, names, now)
+    emit = _Emitter(plan, names, now, lookups.contexts)
     for item in items:
         if isinstance(item, Rejected):
             emit.reject(item.record, item.failure, None)
@@ -280,13 +280,20 @@ def _messages(
 
 
 class _Emitter:
-    """Appends events and dead letters to the plan, and counts decisions."""
+    """Appends events and dead letters to the plan, and counts decisions.
 
-    def __init__(self, plan: BatchPlan, names: TopicNames, now: datetime) -> None:
-        self.plan, self.names, self.now = plan, names, now
+    Every event carries the request's ``template_id`` and ``created_at`` (as ``requested_at``); ROUTED
+    the locale its template was rendered in, SUPPRESSED the one it would have been (``_asked_locale``).
+    """
+
+    def __init__(
+        self, plan: BatchPlan, names: TopicNames, now: datetime, contexts: Mapping[str, UserContext]
+    ) -> None:
+        self.plan, self.names, self.now, self.contexts = plan, names, now, contexts
 
     def _event(self, req: NotificationRequest, kind: str, **fields: Any) -> None:
         nid = str(req.notification_id)
+        fields.setdefault("template_id", req.template_id)  # ROUTED names the template it rendered
         record = event(
             kind,
             occurred_at=self.now,
@@ -294,13 +301,14 @@ class _Emitter:
             user_id=req.user_id,
             service=req.service,
             category=req.category,
+            requested_at=req.created_at,
             **fields,
         )
         self.plan.outputs.append(Output(self.names.events, nid.encode(), EVENT, record))
 
     def suppressed(self, req: NotificationRequest, channel: Channel | None, reason: str) -> None:
         self.plan.counts[f"suppressed:{reason}"] += 1
-        self._event(req, "SUPPRESSED", channel=channel, reason=reason)
+        self._event(req, "SUPPRESSED", channel=channel, reason=reason, locale=self._asked_locale(req))
 
     def routed(self, req: NotificationRequest, message: Output) -> None:
         self.plan.counts["routed"] += 1
@@ -311,6 +319,8 @@ class _Emitter:
             delivery_id=message.record["delivery_id"],
             channel=Channel(message.record["channel"].lower()),
             attributes=attributes,
+            template_id=message.record["template_id"],
+            locale=message.record["locale"],
         )
 
     def reject(self, record: Record, failure: Failure, req: NotificationRequest | None) -> None:
@@ -319,7 +329,19 @@ class _Emitter:
         # The letter's own bounded key: the original may be too large for the letter to be produced.
         self.plan.outputs.append(Output(self.names.requests_dlq, letter["key"] or b"", DEAD_LETTER, letter))
         if req is not None:
-            self._event(req, "SUPPRESSED", reason="invalid", attributes={"error_type": failure.error_type})
+            self._event(
+                req,
+                "SUPPRESSED",
+                reason="invalid",
+                attributes={"error_type": failure.error_type},
+                locale=self._asked_locale(req),
+            )
+
+    def _asked_locale(self, req: NotificationRequest) -> str | None:
+        """The locale ``req`` is rendered in before any fallback (as ``_messages`` asks for it): its
+        own override, else its user's; ``None`` when the user is unknown."""
+        context = self.contexts.get(req.user_id)
+        return req.locale or (context.user.locale if context is not None else None)
 
 
 def parse_records(

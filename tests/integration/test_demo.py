@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +30,12 @@ def demo_settings(stack_settings: Settings) -> Iterator[Settings]:
 
 
 def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
-    demo_settings: Settings, db_schema: tuple[Settings, str]
+    demo_settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
+        "NOTIFY_SINK_OUTPUT": str(tmp_path / "analytics"),
+        "NOTIFY_SINK_GROUP": f"{demo_settings.topic_prefix}-sink",
         "NOTIFY_KAFKA_BOOTSTRAP": demo_settings.kafka_bootstrap,
         "NOTIFY_TOPIC_PREFIX": demo_settings.topic_prefix,
         "NOTIFY_DATABASE_URL": schema_url(demo_settings, db_schema[1]),
@@ -50,3 +53,8 @@ def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
     assert "dead letter: decode_error" in out
     assert "the workers: {'sent': 7, 'dead_lettered': 1}" in out
     assert "sent after 2 attempts (last error: Throttling" in out
+    assert "one-click unsubscribe (RFC 8058) -> 200" in out
+    assert "the same offer again: {'email': 'opted_out', 'android': 'routed'}" in out
+    assert "event CLICKED" in out
+    assert "the sink wrote" in out
+    assert "the chart:" in out

@@ -30,6 +30,8 @@ EVENT_RECORD: dict[str, Any] = {
 }
 # Pinned: changing notification_event.v1.avsc or the encoding breaks every reader in the field.
 EVENT_BYTES = bytes.fromhex("c3017c70e2fee8f4413302650680a0d5edee66026e000275000000000000000000")
+# The same event as v2 writes it (what every writer produces now): v2's fingerprint, three nulls more.
+EVENT_V2_BYTES = bytes.fromhex("c30150c9760f96f6616a02650680a0d5edee66026e000275000000000000000000000000")
 
 
 def test_crc64_avro_matches_the_specification_vector() -> None:
@@ -38,10 +40,14 @@ def test_crc64_avro_matches_the_specification_vector() -> None:
 
 
 def test_exact_bytes_for_a_known_event() -> None:
-    encoded = CODEC.encode(EVENT, EVENT_RECORD)
+    """v1 bytes stay what they were; the default (newest, v2) adds only the three null unions."""
+    encoded = CODEC.encode(EVENT, EVENT_RECORD, version=1)
     assert encoded == EVENT_BYTES
     assert encoded[:2] == b"\xc3\x01"
-    assert encoded[2:10] == CODEC.fingerprint(EVENT)
+    assert encoded[2:10] == CODEC.fingerprint(EVENT, 1)
+    newest = CODEC.encode(EVENT, EVENT_RECORD)
+    assert newest == EVENT_V2_BYTES
+    assert newest[2:10] == CODEC.fingerprint(EVENT) == CODEC.fingerprint(EVENT, 2)
 
 
 def test_fingerprint_is_crc64_of_the_canonical_form() -> None:

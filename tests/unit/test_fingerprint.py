@@ -24,6 +24,7 @@ RELEASED = {
     "dead_letter.v1.avsc": "324cbb8e89ef7cb6",
     "dead_letter.v2.avsc": "34a2d84423531944",
     "notification_event.v1.avsc": "7c70e2fee8f44133",
+    "notification_event.v2.avsc": "50c9760f96f6616a",
     "notification_request.v1.avsc": "2c3982664ab16c76",
     "user_change.v1.avsc": "771c4c4e4bb220ae",
 }

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from notify_core.codec import DEAD_LETTER, SCHEMA_DIR, default_codec
+from notify_core.codec import DEAD_LETTER, EVENT, SCHEMA_DIR, default_codec
 from tests.avro_strategies import records
 
 CODEC = default_codec()
@@ -107,3 +107,70 @@ def test_the_v2_size_fields_have_defaults_both_ways() -> None:
     added = [f for f in CODEC.schema(DEAD_LETTER, 2)["fields"] if f["name"] not in v1_fields]
     assert [f["name"] for f in added] == ["payload_size", "payload_sha256", "payload_truncated"]
     assert all("default" in f for f in added)
+
+
+# --- notification_event v1 <-> v2: template, locale and the request's time -----------------------------
+EVENT_V1: dict[str, Any] = {
+    "event_id": "e",
+    "event_type": "ROUTED",
+    "occurred_at": datetime(2026, 1, 1, 12, tzinfo=UTC),
+    "notification_id": "n",
+    "delivery_id": "d",
+    "user_id": "u",
+    "service": "shop",
+    "channel": "EMAIL",
+    "category": "account",
+    "reason": None,
+    "provider": None,
+    "provider_message_id": None,
+    "attempt": None,
+    "latency_ms": None,
+    "attributes": {"deliver_at": "2026-01-01T13:00:00+00:00"},
+}
+EVENT_V2 = EVENT_V1 | {
+    "template_id": "welcome",
+    "locale": "pt-BR",
+    "requested_at": datetime(2026, 1, 1, 11, 59, 59, 250000, tzinfo=UTC),
+}
+
+
+def test_events_are_written_as_v2() -> None:
+    """The codec writes the newest notification_event by default, and that is v2."""
+    assert CODEC.versions(EVENT) == [1, 2]
+    encoded = CODEC.encode(EVENT, EVENT_V2)
+    assert encoded[2:10] == CODEC.fingerprint(EVENT, 2)
+    assert CODEC.decode(encoded, EVENT) == EVENT_V2
+
+
+def test_a_v1_event_reads_as_v2_with_the_new_fields_null() -> None:
+    """Events already on the topic (v1) read with the v2 reader: template, locale and time are null."""
+    v1_bytes = CODEC.encode(EVENT, EVENT_V1, version=1)
+    assert v1_bytes[2:10] == CODEC.fingerprint(EVENT, 1)
+    assert CODEC.decode(v1_bytes, EVENT) == EVENT_V1 | {
+        "template_id": None,
+        "locale": None,
+        "requested_at": None,
+    }
+
+
+def test_a_v2_event_reads_with_the_v1_reader() -> None:
+    """Forward compatibility: a reader that only knows v1 (an older sink or CLI, a data team's job)
+    reads v2 events whole, without the three new fields."""
+    assert CODEC.decode(CODEC.encode(EVENT, EVENT_V2), EVENT, version=1) == EVENT_V1
+
+
+def test_v2_adds_only_optional_documented_fields_and_keeps_v1s() -> None:
+    """v2 is v1 (same fields, types and enums, in the same order) plus three unions with null first,
+    default null and a doc: so each version resolves to the other."""
+    v1 = json.loads((SCHEMA_DIR / "notification_event.v1.avsc").read_text())
+    v2 = json.loads((SCHEMA_DIR / "notification_event.v2.avsc").read_text())
+    kept = v2["fields"][: len(v1["fields"])]
+    assert [(f["name"], f["type"]) for f in kept] == [(f["name"], f["type"]) for f in v1["fields"]]
+    added = v2["fields"][len(v1["fields"]) :]
+    assert [f["name"] for f in added] == ["template_id", "locale", "requested_at"]
+    assert all(f["type"][0] == "null" and f["default"] is None and f["doc"] for f in added)
+    assert [f["type"][1] for f in added] == [
+        "string",
+        "string",
+        {"type": "long", "logicalType": "timestamp-millis"},
+    ]

@@ -16,10 +16,11 @@ def test_every_topic_the_pipeline_uses_is_named() -> None:
         "notifications.requests",
         "notifications.requests.dlq",
         "notifications.events",
+        "notifications.events.dlq",
         *(f"notifications.{c}{suffix}" for c in Channel for suffix in ("", *TIERS, ".dlq")),
         "notifications.user-changes",
     ]
-    assert len(set(names.all())) == 28
+    assert len(set(names.all())) == 29
     assert names.retries(Channel.SMS)["notifications.sms.retry.60s"] == 60
 
 
