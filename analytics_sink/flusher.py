@@ -5,9 +5,11 @@ before anything of it is written), the flush taken from the batcher and not yet 
 whether it is paused. A flush is: recover if needed, wait for the partition's dead letters to be
 acknowledged, write (``flush.write``: manifest, then files), commit the offset after it
 synchronously. Any step failing for an outage (``StoreUnavailable``, a broker error, an
-unacknowledged letter) leaves the offset uncommitted, pauses the partition so its buffer stops
-growing, and the *same* flush is tried again after a jittered backoff (``notify_core.outage``,
-logged once per outage). Misconfiguration and fencing are not retried: they stop the sink.
+unacknowledged letter) leaves the offset uncommitted, pauses the partition, and every other one
+holding a due buffer, so no buffer grows while the output is away, and the *same* flush is tried
+again after a jittered backoff (``notify_core.outage``, logged once per outage); a partition resumes
+once its own flush succeeds. One ``step`` flushes for at most ``STEP_BUDGET_S``, so the consumer
+keeps polling however slow the output is. Misconfiguration and fencing are not retried: they stop the sink.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from notify_core.outage import Outage, is_fatal
 
 log = structlog.get_logger("sink")
 KAFKA_TIMEOUT_S = 10.0
+# How long one ``step`` may flush before it returns to the consume loop (the rest flush on the next
+# step). The consumer must poll within max.poll.interval.ms (300 s by default) or it is thrown out
+# of the group; with S3 retrying PUTs, flushing every due partition in one go could take longer.
+STEP_BUDGET_S = 30.0
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Flusher:
         schema_version: int,
         stats: SinkStats,
         clock: Callable[[], float] = time.monotonic,
+        output: Outage | None = None,
+        broker: Outage | None = None,
     ) -> None:
         self._store, self._batcher, self._dlq = store, batcher, dead_letters
         self._schema, self._version, self.stats, self._clock = schema, schema_version, stats, clock
@@ -72,8 +80,8 @@ class Flusher:
         self._unrecovered: set[Where] = set()
         self._paused: set[Where] = set()
         self._retry_at = 0.0
-        self.output = Outage("sink_output")
-        self.broker = Outage("broker")
+        self.output = output if output is not None else Outage("sink_output")
+        self.broker = broker if broker is not None else Outage("broker")
 
     # --- the assignment (called from rebalance callbacks, inside consume) --------------------------
     def assigned(self, wheres: Iterable[Where]) -> None:
@@ -112,15 +120,33 @@ class Flusher:
     # --- the work ----------------------------------------------------------------------------------
     def step(self, consumer: confluent_kafka.Consumer, *, final: bool = False) -> bool:
         """Unless backing off: recover new partitions, retry held flushes, flush what is due (with
-        ``final``: everything buffered). True when nothing is left waiting for a retry."""
+        ``final``: everything buffered), for at most ``STEP_BUDGET_S`` (the rest waits for the next
+        step, so the loop goes back to ``consume``). True when nothing is left waiting for a retry.
+
+        While a flush fails (backing off, or a retry failed), or when the budget ran out, every
+        partition holding a due buffer is paused too, so a slow or absent output stops consumption
+        instead of filling memory; each resumes once its own flush succeeds."""
         if self._clock() < self._retry_at:
+            self._hold_back(consumer, final)
             return False
+        ok = self._work(consumer, final, self._clock() + STEP_BUDGET_S)
+        if not ok or self._due(final):  # failed, or out of time: the due ones wait, unread
+            self._hold_back(consumer, final)
+        return ok
+
+    def _work(self, consumer: confluent_kafka.Consumer, final: bool, deadline: float) -> bool:
+        """One step's flushes; False at the first failure. Past ``deadline`` it stops after the
+        attempt under way (at least one per step, so any budget makes progress) and says True."""
         for where in sorted(self._unrecovered):
             if not self._attempt(consumer, where, self._recover):
                 return False
+            if self._clock() >= deadline:
+                return True
         for where in list(self._held):
             if not self._attempt(consumer, where, self._flush):
                 return False
+            if self._clock() >= deadline:
+                return True
         while due := self._due(final):
             for where, reason in due.items():
                 unit = self._batcher.take(where, reason)
@@ -130,7 +156,16 @@ class Flusher:
                 self._held[where] = _Held(unit, plan)
                 if not self._attempt(consumer, where, self._flush):
                     return False
+                if self._clock() >= deadline:
+                    return True
         return True
+
+    def _hold_back(self, consumer: confluent_kafka.Consumer, final: bool) -> None:
+        """Pause every partition with a due buffer (or a held flush): nothing more of it is read
+        while flushes fail. ``_attempt`` resumes each once its flush succeeds."""
+        for where in {*self._due(final), *self._held}:
+            if where in self.owned:
+                self._pause(consumer, where)
 
     def _due(self, final: bool) -> dict[Where, Reason]:
         if final:

@@ -44,7 +44,7 @@ def make_report(
     per day written there."""
     location = locate(source, settings)
     try:
-        dataset = open_events(location, period.first_day, period.read_until)
+        dataset = open_events(location, period.read_from, period.read_until)
         with ReportQuery(dataset, period) as query:
             report = query.report(by)
             if chart is not None:

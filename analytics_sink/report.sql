@@ -11,6 +11,9 @@
 --
 -- Parameters:
 --   $first_day, $last_day  the report's range, both inclusive (UTC dates)
+--   $read_from             the first date partition read: the day before $first_day, so that a
+--                          delivery's SENT (or other later event) stamped by a worker whose clock
+--                          is a little behind, just before midnight, is still found
 --   $read_until            the last date partition read: $last_day plus the late window (30 days by
 --                          default), where the sends, retries, opens and clicks of deliveries routed
 --                          in the range are found
@@ -20,10 +23,16 @@
 -- Counting rules (the README's "The report" says the same in prose):
 --   * every event_id counts once, however many times (and in however many files) it was written;
 --   * a router decision (ROUTED, SUPPRESSED) belongs to the day it was made;
---   * a delivery belongs to the day it was routed (its first ROUTED event): its SENT, its retries and
---     failures, and its OPENED and CLICKED events count toward that day whenever they happened, up to
---     $read_until. A delivery sent at once is routed and sent the same day, so a late open counts
---     toward the day of its send;
+--   * every delivery once: a worker killed between producing an event and committing its input
+--     produces the event again under a new event_id, so `sent`, `failed` and `dead_lettered` count
+--     deliveries (distinct delivery_id), and `retried` counts distinct (delivery_id, attempt) pairs;
+--   * a delivery belongs to the UTC day of its first ROUTED event's occurred_at (its routing day),
+--     whenever it was sent: its SENT, its retries and failures, and its OPENED and CLICKED events
+--     count toward that day whenever they happened, up to $read_until. That is not always the day
+--     of its send: a deferred delivery (quiet hours, send_at) is sent at its ROUTED event's
+--     attributes['deliver_at'], and a send may land after midnight;
+--   * request-to-send latency starts at the request (requested_at), or for a deferred delivery at
+--     its deliver_at, so that the hold it was meant to wait is not counted as delay;
 --   * a delivery's channel, template and locale are its ROUTED event's.
 
 
@@ -36,9 +45,9 @@
 CREATE OR REPLACE TEMP TABLE events AS
 SELECT
     event_id, event_type, occurred_at, notification_id, delivery_id, service, channel, category,
-    reason, template_id, locale, requested_at
+    reason, template_id, locale, requested_at, attempt, attributes
 FROM raw_events
-WHERE date BETWEEN $first_day AND $read_until
+WHERE date BETWEEN $read_from AND $read_until
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _topic, _partition, _offset) = 1;
 
 
@@ -68,10 +77,12 @@ WINDOW same_request AS (PARTITION BY notification_id);
 -- One row per delivery routed in the range, with what became of it by $read_until.
 CREATE OR REPLACE TEMP TABLE deliveries AS
 WITH routed AS (
-    -- Its first ROUTED event: the day, the channel, the template and locale, the request's time.
+    -- Its first ROUTED event: the day, the channel, the template and locale, the request's time,
+    -- and for a deferred delivery when it was due (an ISO 8601 text with its UTC offset, as UTC).
     SELECT
         delivery_id, notification_id, channel, service, category, template_id, locale,
-        requested_at, occurred_at AS routed_at
+        requested_at, occurred_at AS routed_at,
+        timezone('UTC', try_cast(attributes['deliver_at'] AS TIMESTAMPTZ)) AS deliver_at
     FROM events
     WHERE event_type = 'ROUTED' AND delivery_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY delivery_id ORDER BY occurred_at, event_id) = 1
@@ -81,7 +92,10 @@ fates AS (
     SELECT
         delivery_id,
         min(occurred_at) FILTER (WHERE event_type = 'SENT') AS sent_at,
-        count(*) FILTER (WHERE event_type = 'FAILED_RETRYING') AS retries,
+        -- each failed attempt once, even when re-emitted under a new event_id (an event without
+        -- an attempt number counts as itself)
+        count(DISTINCT coalesce(CAST(attempt AS VARCHAR), event_id))
+            FILTER (WHERE event_type = 'FAILED_RETRYING') AS retries,
         bool_or(event_type = 'FAILED_PERMANENT') AS failed,
         bool_or(event_type = 'DEAD_LETTERED') AS dead_lettered,
         bool_or(event_type = 'OPENED') AS opened,
@@ -108,8 +122,13 @@ SELECT
     coalesce(fates.dead_lettered, false) AS dead_lettered,
     coalesce(fates.opened, false) AS opened,
     coalesce(fates.clicked, false) AS clicked,
-    -- From the request (its created_at) to the provider's acceptance of the first send.
-    date_diff('millisecond', routed.requested_at, fates.sent_at) AS request_to_send_ms
+    -- From the request (its created_at), or for a deferred delivery from when it was due, to the
+    -- provider's acceptance of the first send; NULL without requested_at (files before v2).
+    date_diff(
+        'millisecond',
+        CASE WHEN routed.requested_at IS NOT NULL THEN coalesce(routed.deliver_at, routed.requested_at) END,
+        fates.sent_at
+    ) AS request_to_send_ms
 FROM routed
 LEFT JOIN fates USING (delivery_id)
 WHERE CAST(routed.routed_at AS DATE) BETWEEN $first_day AND $last_day;

@@ -53,12 +53,23 @@ class Period:
             raise ValueError("the late window cannot be negative")
 
     @property
+    def read_from(self) -> date:
+        """The first date partition read: the day before ``first_day``, where a later event of a
+        delivery routed just after midnight lands when its worker's clock is a little behind."""
+        return self.first_day - timedelta(days=1)
+
+    @property
     def read_until(self) -> date:
         """The last date partition read."""
         return self.last_day + timedelta(days=self.late_days)
 
     def parameters(self) -> dict[str, Any]:
-        return {"first_day": self.first_day, "last_day": self.last_day, "read_until": self.read_until}
+        return {
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "read_from": self.read_from,
+            "read_until": self.read_until,
+        }
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class ReportQuery:
         self.period = period
         self._sql = dict(sql if sql is not None else report_sql())
         self._connection = duckdb.connect()
+        # deliver_at is read as TIMESTAMPTZ and turned to UTC explicitly; this keeps any other
+        # conversion from depending on the machine's zone.
+        self._connection.execute("SET TimeZone = 'UTC'")
         self._connection.register("raw_events", dataset)
         for name in LOADS:
             self._run(name, period.parameters())

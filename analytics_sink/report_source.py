@@ -45,6 +45,8 @@ READ_SCHEMA = pa.schema(
         ("template_id", pa.string()),
         ("locale", pa.string()),
         ("requested_at", pa.timestamp("us")),
+        ("attempt", pa.int32()),
+        ("attributes", pa.map_(pa.string(), pa.string())),  # a ROUTED event's deliver_at
         ("_topic", pa.string()),
         ("_partition", pa.int64()),
         ("_offset", pa.int64()),

@@ -9,6 +9,8 @@ restart after a crash at any point leaves no duplicate and no gap).
 
 A record that does not decode is dead-lettered on ``<prefix>.events.dlq`` (``dead_letters``), with
 the reason; its offset is committed only once the letter is acknowledged, and the sink goes on.
+``run`` refuses to start (``ConfigError``) when that topic does not exist: its letters would never be
+acknowledged.
 
 SIGTERM (``stop``) and the end of a burst run flush what is buffered and commit it; if the output
 or the broker stays away for ``SHUTDOWN_GRACE_S`` the process stops with an error instead, and the
@@ -35,12 +37,12 @@ from analytics_sink.batcher import Batcher
 from analytics_sink.columns import event_schema
 from analytics_sink.dead_letters import DeadLetters
 from analytics_sink.exceptions import SinkError
-from analytics_sink.flusher import Flusher, SinkStats
+from analytics_sink.flusher import KAFKA_TIMEOUT_S, Flusher, SinkStats
 from analytics_sink.store import Store, store_for
 from notify_core.burst import BurstStop
 from notify_core.codec import EVENT, default_codec
 from notify_core.events import Failure
-from notify_core.exceptions import DecodeError
+from notify_core.exceptions import ConfigError, DecodeError
 from notify_core.fencing import RebuildBudget
 from notify_core.kafka_clients import fatal_error, make_consumer, make_producer, translate
 from notify_core.outage import Outage
@@ -75,15 +77,20 @@ class Sink:
         self._rebuilds = RebuildBudget()
         self._dlq: DeadLetters
         self._flusher: Flusher
+        # Here, not in the flusher ``run`` builds: readable (no outage yet) before ``run``.
+        self._output = Outage("sink_output")
+        self._broker = Outage("broker")
 
     @property
     def output(self) -> Outage:
         """The output's health as this sink sees it (outages counted, for stats and tests)."""
-        return self._flusher.output
+        return self._output
 
     @property
     def broker(self) -> Outage:
-        return self._flusher.broker
+        """The broker's health as this sink's flushes see it (a failed offset commit, recovery read
+        or unacknowledged dead letter counts as a broker outage), for stats and tests."""
+        return self._broker
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -95,7 +102,9 @@ class Sink:
     def run(
         self, *, stop_when_idle: bool = False, idle_s: float = 3.0, max_runtime_s: float | None = None
     ) -> SinkStats:
-        self._dlq = DeadLetters(make_producer(self._settings), self.dlq_topic)
+        producer = make_producer(self._settings)
+        self._check_dlq_topic(producer)
+        self._dlq = DeadLetters(producer, self.dlq_topic)
         self._flusher = Flusher(
             self.store,
             self._batcher,
@@ -104,6 +113,8 @@ class Sink:
             schema_version=self._codec.versions(EVENT)[-1],
             stats=self.stats,
             clock=self._clock,
+            output=self._output,
+            broker=self._broker,
         )
         consumer = self._subscribed()
         started = time.monotonic()
@@ -142,6 +153,22 @@ class Sink:
             dead_letters=self.stats.dead_letters,
         )
         return self.stats
+
+    def _check_dlq_topic(self, producer: confluent_kafka.Producer) -> None:
+        """The events DLQ must exist: a dead letter to a missing topic is never acknowledged, so its
+        partition would retry for ever. No answer from the broker is an outage, not a misconfiguration:
+        logged, and the sink starts (its flushes wait for the broker)."""
+        try:
+            # Every topic, not just this one: asking for one topic by name may auto-create it.
+            metadata = producer.list_topics(timeout=KAFKA_TIMEOUT_S)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("sink_dlq_topic_unchecked", topic=self.dlq_topic, error=str(exc))
+            return
+        found = metadata.topics.get(self.dlq_topic)
+        if found is None or found.error is not None:
+            raise ConfigError(
+                f"the sink's dead-letter topic {self.dlq_topic} does not exist: run `notify topics apply`"
+            )
 
     def _flush_all(self, consumer: confluent_kafka.Consumer) -> None:
         """On the way out: everything buffered, retried for up to ``SHUTDOWN_GRACE_S``."""

@@ -5,10 +5,13 @@ The scenario (the report covers 2026-03-02 and 2026-03-03, late events read up t
 - N1 (welcome, en): routed to IOS d1 and EMAIL d2, SMS suppressed (opted_out). d1 sent 200 ms after
   the request and opened twice; d2 retried once (that FAILED_RETRYING written twice, in two files),
   sent at 1500 ms, opened and clicked two days later; a click on d1 31 days later is past the window.
+  d1's SENT is produced a second time, 700 ms later under a new event_id (a worker killed before its
+  commit): still one send, at 200 ms.
 - N2 (welcome, en): ANDROID d3 sent at 400 ms (its SENT written twice in one file), clicked, not
   opened; the request sent again and suppressed as a duplicate (no channel).
 - N3 (receipt, de): EMAIL d4 failed permanently and dead-lettered (target deactivated).
-- N4 (receipt, de): SMS d5 retried twice, then dead-lettered (attempts exhausted).
+- N4 (receipt, de): SMS d5 retried twice (attempts 1 and 2; attempt 2's FAILED_RETRYING produced again
+  under a new event_id, so two retries, not three), then dead-lettered (attempts exhausted).
 - N5 (receipt, de): suppressed whole (capped).
 - N6 (welcome, en): IOS d6 routed a second before midnight and sent after it (1100 ms); EMAIL
   suppressed (no_contact).
@@ -21,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from analytics_sink.report_model import COUNTS, LATENCIES, RATES
 from tests.report_events import at, ev, write_events
 
 PERIOD = ["--from", "2026-03-02", "--to", "2026-03-03"]
@@ -49,8 +53,18 @@ def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         ev("SENT", "2026-03-02T10:00:00.200", "N1", delivery_id="d1", channel="IOS", **w),
         ev("OPENED", "2026-03-02T10:05:00.000", "N1", delivery_id="d1", channel="IOS", **w),
         ev("OPENED", "2026-03-02T11:00:00.000", "N1", delivery_id="d1", channel="IOS", **w),
-        ev("FAILED_RETRYING", "2026-03-02T10:00:00.300", "N1", event_id=RETRY_D2, delivery_id="d2", **w),
-        ev("SENT", "2026-03-02T10:00:01.500", "N1", delivery_id="d2", channel="EMAIL", **w),
+        ev(
+            "FAILED_RETRYING",
+            "2026-03-02T10:00:00.300",
+            "N1",
+            event_id=RETRY_D2,
+            delivery_id="d2",
+            attempt=1,
+            **w,
+        ),
+        ev("SENT", "2026-03-02T10:00:01.500", "N1", delivery_id="d2", channel="EMAIL", attempt=2, **w),
+        # d1's SENT produced again under a new event_id (a worker killed before its commit)
+        ev("SENT", "2026-03-02T10:00:00.900", "N1", delivery_id="d1", channel="IOS", attempt=1, **w),
         ev("OPENED", "2026-03-04T08:00:00.000", "N1", delivery_id="d2", channel="EMAIL", **w),
         ev("CLICKED", "2026-03-04T08:01:00.000", "N1", delivery_id="d2", channel="EMAIL", **w),
         ev("CLICKED", "2026-04-03T09:00:00.000", "N1", delivery_id="d1", channel="IOS", **w),
@@ -90,8 +104,34 @@ def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             delivery_id="d5",
             channel="SMS",
         ),
-        ev("FAILED_RETRYING", "2026-03-03T09:30:01.000", "N4", delivery_id="d5", channel="SMS", **r),
-        ev("FAILED_RETRYING", "2026-03-03T09:30:11.000", "N4", delivery_id="d5", channel="SMS", **r),
+        ev(
+            "FAILED_RETRYING",
+            "2026-03-03T09:30:01.000",
+            "N4",
+            delivery_id="d5",
+            channel="SMS",
+            attempt=1,
+            **r,
+        ),
+        ev(
+            "FAILED_RETRYING",
+            "2026-03-03T09:30:11.000",
+            "N4",
+            delivery_id="d5",
+            channel="SMS",
+            attempt=2,
+            **r,
+        ),
+        # attempt 2's FAILED_RETRYING produced again under a new event_id
+        ev(
+            "FAILED_RETRYING",
+            "2026-03-03T09:30:11.200",
+            "N4",
+            delivery_id="d5",
+            channel="SMS",
+            attempt=2,
+            **r,
+        ),
         ev("DEAD_LETTERED", "2026-03-03T09:35:00.000", "N4", delivery_id="d5", channel="SMS", **r),
         # N5
         router_event(
@@ -111,7 +151,15 @@ def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         ev("OPENED", "2026-03-03T07:00:00.000", "N7", delivery_id="d7", channel="IOS", **w),
     ]
     replayed = [
-        ev("FAILED_RETRYING", "2026-03-02T10:00:00.300", "N1", event_id=RETRY_D2, delivery_id="d2", **w)
+        ev(
+            "FAILED_RETRYING",
+            "2026-03-02T10:00:00.300",
+            "N1",
+            event_id=RETRY_D2,
+            delivery_id="d2",
+            attempt=1,
+            **w,
+        )
     ]
     return first, replayed
 
@@ -128,19 +176,6 @@ def write_scenario(root: Path) -> None:
 
 
 Row = tuple[str | None, tuple[int, ...], tuple[float | None, ...], tuple[float | None, ...], dict[str, int]]
-COUNTS = (
-    "requested",
-    "routed",
-    "suppressed",
-    "sent",
-    "retried",
-    "failed",
-    "dead_lettered",
-    "opened",
-    "clicked",
-)
-RATES = ("delivery_rate", "open_rate", "click_rate")
-LATENCIES = ("p50_request_to_send_ms", "p95_request_to_send_ms")
 
 
 def expected(dimension: str, rows: list[Row]) -> list[dict[str, Any]]:

@@ -58,3 +58,5 @@ def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
     assert "event CLICKED" in out
     assert "the sink wrote" in out
     assert "the chart:" in out
+    chart = Path(out.split("the chart: ", 1)[1].split()[0])
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

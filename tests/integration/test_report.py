@@ -41,7 +41,8 @@ def report_json(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> d
 
 def test_every_figure_per_channel_is_exact(events_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """By channel, every count and rate of the scenario is exactly what it should be: a duplicated
-    event counts once, the late open and click count toward their delivery's send, an open of an
+    event counts once, a SENT or FAILED_RETRYING produced again under a new event_id counts once
+    (per delivery, per attempt), the late open and click count toward their delivery's send, an open of an
     older delivery and a click past the late window do not count, and a file outside the window
     is never read."""
     document = report_json(capsys, events_root, "--by", "channel")
@@ -174,6 +175,70 @@ def test_an_old_v1_file_reads_beside_new_files(tmp_path: Path, capsys: pytest.Ca
         0.5,
     )
     assert ios["p95_request_to_send_ms"] == 250.0
+
+
+def test_a_deferred_delivery_counts_on_its_routing_day_and_its_latency_starts_when_due(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delivery held for quiet hours (ROUTED at 22:00 UTC with ``deliver_at`` 07:00+01:00 the next
+    day, sent 300 ms after that) counts on its routing day, not on the day it was sent, and its
+    request-to-send latency is 300 ms from when it was due, not the eight hours it was held."""
+    root = tmp_path / "deferred"
+    events = [
+        router_event(
+            "ROUTED",
+            "2026-03-02T22:00:00.000",
+            "Q1",
+            WELCOME,
+            "2026-03-02T22:00",
+            delivery_id="q1",
+            channel="IOS",
+            attributes={"deliver_at": "2026-03-03T07:00:00+01:00"},
+        ),
+        ev("SENT", "2026-03-03T06:00:00.300", "Q1", delivery_id="q1", channel="IOS", **WELCOME),
+    ]
+    write_events(str(root), events)
+    args = ["--from", "2026-03-02", "--to", "2026-03-03", "--by", "day", "--format", "json"]
+    groups = json.loads(run_report(capsys, "--source", str(root), *args))["groups"]
+    assert [(g["day"], g["routed"], g["sent"]) for g in groups] == [("2026-03-02", 1, 1)]
+    assert (groups[0]["p50_request_to_send_ms"], groups[0]["p95_request_to_send_ms"]) == (300.0, 300.0)
+
+
+def test_a_send_stamped_just_before_the_period_by_a_slow_clock_still_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delivery routed 100 ms after the period's first midnight whose SENT a worker with a clock
+    behind stamped 200 ms earlier (so it lies in the day before the period's partition) is sent:
+    the day before ``--from`` is read for later events. The router's decisions of that day are
+    not counted."""
+    root = tmp_path / "skewed"
+    events = [
+        router_event(
+            "ROUTED",
+            "2026-03-01T23:00:00.000",
+            "EARLY",
+            WELCOME,
+            "2026-03-01T23:00",
+            delivery_id="e1",
+            channel="IOS",
+        ),
+        ev("SENT", "2026-03-01T23:00:00.200", "EARLY", delivery_id="e1", channel="IOS", **WELCOME),
+        router_event(
+            "ROUTED",
+            "2026-03-02T00:00:00.100",
+            "S1",
+            WELCOME,
+            "2026-03-01T23:59:59.500",
+            delivery_id="s1",
+            channel="IOS",
+        ),
+        ev("SENT", "2026-03-01T23:59:59.900", "S1", delivery_id="s1", channel="IOS", **WELCOME),
+    ]
+    write_events(str(root), events)
+    args = ["--from", "2026-03-02", "--to", "2026-03-02", "--late-days", "0", "--format", "json"]
+    (ios,) = json.loads(run_report(capsys, "--source", str(root), *args))["groups"]
+    assert (ios["channel"], ios["requested"], ios["routed"], ios["sent"]) == ("IOS", 1, 1, 1)
+    assert ios["p50_request_to_send_ms"] == 400.0
 
 
 def test_an_unknown_dimension_is_refused(events_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

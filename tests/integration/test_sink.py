@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from analytics_sink import flusher
 from analytics_sink.columns import event_schema
 from analytics_sink.layout import event_date, parse_file_key
 from analytics_sink.sink import Sink
 from notify_core.codec import DEAD_LETTER, default_codec
+from notify_core.exceptions import ConfigError
 from notify_core.records import read_records
 from notify_core.settings import Settings
 from notify_core.topics import topic_names
@@ -166,17 +168,25 @@ def test_events_land_once_on_s3(settings: Settings) -> None:
 
 
 def test_an_s3_outage_is_waited_out_and_nothing_is_lost_or_doubled(settings: Settings) -> None:
-    """S3 goes away while events arrive: the flush fails, nothing is committed, the sink backs off
-    and tries the same flush again; once S3 is back every event lands exactly once."""
+    """S3 goes away while 6,000 events arrive: the flush fails, nothing is committed, the sink backs
+    off and tries the same flush again, and it stops consuming: every partition with a due buffer is
+    paused, so at most two buffers (2 x flush_rows) per partition are read, not the whole backlog.
+    Once S3 is back every partition resumes and every event lands exactly once."""
+    flush_rows = 200
     with moto_s3() as s3:
         bucket = s3.bucket()
         settings = sink_settings(
-            settings, f"s3://{bucket}/ev", sink_flush_rows=200, sink_flush_s=1.0, s3_endpoint=s3.endpoint
+            settings,
+            f"s3://{bucket}/ev",
+            sink_flush_rows=flush_rows,
+            sink_flush_s=1.0,
+            s3_endpoint=s3.endpoint,
         )
         sink = Sink(settings)
         thread = threading.Thread(target=sink.run, daemon=True)
         thread.start()
-        events = spread_events(1000, days=2)
+        events = spread_events(6000, days=2)
+        bound = 2 * flush_rows * settings.topic_partitions
         try:
             with s3.down():
                 produce(settings, events)
@@ -185,8 +195,12 @@ def test_an_s3_outage_is_waited_out_and_nothing_is_lost_or_doubled(settings: Set
                     assert thread.is_alive()
                     assert time.monotonic() < deadline, "no write was attempted"
                     time.sleep(0.1)
+                consumed = sink.stats.records
+                time.sleep(2.0)
+                assert sink.stats.records == consumed, "still consuming during the outage"
+                assert 0 < consumed <= bound, (consumed, bound)
                 assert committed(settings, settings.sink_group) == 0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             while sink.stats.rows < len(events):
                 assert thread.is_alive()
                 assert time.monotonic() < deadline, f"not recovered: {sink.stats}"
@@ -197,6 +211,37 @@ def test_an_s3_outage_is_waited_out_and_nothing_is_lost_or_doubled(settings: Set
         check_landed(rows(s3.files(bucket, "ev")), events)
         assert committed(settings, settings.sink_group) == len(events)
         assert sink.output.outages >= 1
+
+
+def test_a_sink_before_run_reports_healthy_output_and_broker(settings: Settings, tmp_path: Path) -> None:
+    """``output`` and ``broker`` are readable before ``run``: no outage seen yet, not an AttributeError."""
+    sink = Sink(sink_settings(settings, str(tmp_path / "out")))
+    assert (sink.output.outages, sink.broker.outages) == (0, 0)
+
+
+def test_a_missing_dead_letter_topic_stops_the_sink_at_start_up(settings: Settings, tmp_path: Path) -> None:
+    """With no ``<prefix>.events.dlq`` on the broker the sink refuses to start, with a ConfigError
+    naming the topic and ``notify topics apply``, instead of retrying a dead letter for ever."""
+    missing = settings.model_copy(update={"topic_prefix": f"t-missing-{uuid.uuid4().hex[:8]}"})
+    sink = Sink(sink_settings(missing, str(tmp_path / "out")))
+    with pytest.raises(ConfigError, match=r"events\.dlq does not exist: run `notify topics apply`"):
+        sink.run(stop_when_idle=True, idle_s=1.0)
+
+
+def test_with_no_time_budget_each_step_flushes_one_partition_and_all_still_lands(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step past its time budget returns to the consume loop after the flush under way, but always
+    makes that one attempt: with a budget of 0 (each step stops after one flush) the sink still lands
+    every event exactly once and commits every offset."""
+    monkeypatch.setattr(flusher, "STEP_BUDGET_S", 0.0)
+    settings = sink_settings(settings, str(tmp_path / "out"), sink_flush_rows=100)
+    events = spread_events(1200, days=2)
+    produce(settings, events)
+    stats = Sink(settings).run(stop_when_idle=True, idle_s=2.0)
+    check_landed(rows(local_files(tmp_path / "out")), events)
+    assert stats.flushes["rows"] >= 12 - settings.topic_partitions, stats
+    assert committed(settings, settings.sink_group) == len(events)
 
 
 def test_two_sinks_share_the_partitions_and_one_leaving_hands_them_over(

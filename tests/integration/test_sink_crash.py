@@ -67,6 +67,7 @@ def crash_and_restart(
         while not written(second_date):
             assert first.alive(), first.tail()
             assert time.monotonic() < deadline, "the sink wrote nothing"
+            time.sleep(0.02)  # short: the kill must come while that flush may still be uncommitted
     finally:
         first.popen.send_signal(signal.SIGKILL)
         first.popen.wait(30)

@@ -46,8 +46,9 @@ def test_group_parameters_are_one_boolean_per_dimension() -> None:
 
 
 def test_the_period_reads_a_late_window_after_its_last_day() -> None:
-    """Late events are read ``late_days`` after ``--to``; a period ending before it starts is refused."""
-    assert PERIOD.read_until == date(2026, 4, 2)
+    """Later events are read from the day before ``--from`` (a worker clock a little behind) to
+    ``late_days`` after ``--to``; a period ending before it starts is refused."""
+    assert (PERIOD.read_from, PERIOD.read_until) == (date(2026, 3, 1), date(2026, 4, 2))
     assert Period(date(2026, 3, 2), date(2026, 3, 2), late_days=0).read_until == date(2026, 3, 2)
     with pytest.raises(ValueError, match="before"):
         Period(date(2026, 3, 3), date(2026, 3, 2))

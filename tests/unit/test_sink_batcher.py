@@ -125,5 +125,6 @@ def test_revocation_drops_the_buffers_and_positions_of_those_partitions_only() -
 
 
 def test_bad_limits_are_refused() -> None:
+    """A batcher with ``flush_rows`` below 1 is refused with a ValueError naming the limit."""
     with pytest.raises(ValueError, match="flush_rows"):
         Batcher(flush_rows=0, flush_s=60)

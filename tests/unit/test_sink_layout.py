@@ -24,6 +24,8 @@ def test_a_file_is_named_by_date_topic_partition_and_its_flushs_first_offset() -
 
 
 def test_a_file_key_parses_back_and_anything_else_is_not_a_data_file() -> None:
+    """A data file's key parses back to its name; a manifest, a temporary file, an impossible date
+    and an unpadded offset are not data files."""
     name = FileName(date(2026, 1, 2), "t-1.events", 0, 42)
     assert parse_file_key(name.key) == name
     for other in (
@@ -44,6 +46,7 @@ def test_names_refuse_what_a_kafka_topic_cannot_be() -> None:
 
 
 def test_the_date_partition_is_the_utc_date_of_occurred_at() -> None:
+    """An event's date partition is the UTC date of ``occurred_at``; a naive time is taken as UTC."""
     assert event_date(datetime(2026, 1, 1, 23, 59, tzinfo=UTC)) == date(2026, 1, 1)
     assert event_date(datetime(2026, 1, 1, 20, 0, tzinfo=timezone(timedelta(hours=-5)))) == date(2026, 1, 2)
     assert event_date(datetime(2026, 1, 1, 20, 0)) == date(2026, 1, 1)  # naive: already UTC

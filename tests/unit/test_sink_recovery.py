@@ -105,6 +105,8 @@ def test_a_committed_flush_is_never_deleted(tmp_path: Path) -> None:
 
 
 def test_each_file_says_its_range_and_schema_version_and_holds_no_date_column(tmp_path: Path) -> None:
+    """Each written file's Parquet metadata names its first and last offset, topic and event schema
+    version, and it has no ``date`` column (the date is in its path)."""
     store = LocalStore(tmp_path)
     plan = flush_plan(events(5), 70)
     flush.write(store, plan)
