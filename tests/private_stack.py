@@ -30,8 +30,8 @@ class PrivateStack:
     prefix: str  # topic prefix stem, for telling the modules' topics apart
 
 
-OUTAGE = PrivateStack(19192, 19193, 56532, "outage-stack", "o")
-EFFECTS = PrivateStack(19292, 19293, 56632, "effects-stack", "e")
+OUTAGE = PrivateStack(19192, 19193, 25532, "outage-stack", "o")
+EFFECTS = PrivateStack(19292, 19293, 25632, "effects-stack", "e")
 
 
 def private_settings(base: Settings, stack: PrivateStack) -> Settings:

@@ -18,12 +18,13 @@ from notify_core.settings import Settings
 pytestmark = pytest.mark.integration
 EVENTS = 3_000
 PHASE_KEYS = {"seconds", "events_per_s", "cpu_cores"}
+CONSUMER_KEYS = {"events", "events_per_s_after_first_record", "gc_s", "gc_full_collections"}
 
 
 def test_bench_sink_writes_its_figures_and_cleans_up(stack_settings: Settings, tmp_path: Path) -> None:
-    """A 3,000-event `notify bench sink` exits 0; its JSON holds the produce, baseline, sink and
-    report figures, the ratio and the goal; the Parquet check found every event once; no topic of
-    the run is left."""
+    """A 3,000-event `notify bench sink` exits 0; its JSON holds the produce, baseline (a pass before
+    and one after the sink), sink and report figures, the ratio and the goal; the Parquet check found
+    every event once; no topic of the run is left."""
     out = tmp_path / "sink.json"
     done = subprocess.run(
         [sys.executable, "-m", "notify_cli", "bench", "sink", "--events", str(EVENTS), "--out", str(out)],
@@ -57,19 +58,13 @@ def test_bench_sink_writes_its_figures_and_cleans_up(stack_settings: Settings, t
     } <= set(figures)
     assert figures["events"] == EVENTS
     assert PHASE_KEYS | {"build_s"} <= set(figures["produce"])
-    assert PHASE_KEYS | {"events", "events_per_s_after_first_record"} <= set(
-        figures["raw_consume_decode_baseline"]
-    )
+    baseline = figures["raw_consume_decode_baseline"]
+    assert {"events_per_s", "drift", "before_sink", "after_sink"} <= set(baseline)
+    for one in (baseline["before_sink"], baseline["after_sink"]):
+        assert set(one) >= PHASE_KEYS | CONSUMER_KEYS
+        assert one["events"] == EVENTS
     sink = figures["sink"]
-    assert PHASE_KEYS | {
-        "events",
-        "rows",
-        "files",
-        "bytes",
-        "flushes",
-        "events_per_s_after_first_record",
-    } <= set(sink)
-    assert figures["raw_consume_decode_baseline"]["events"] == EVENTS
+    assert PHASE_KEYS | CONSUMER_KEYS | {"rows", "files", "bytes", "flushes"} <= set(sink)
     assert (sink["events"], sink["rows"], sink["dead_letters"]) == (EVENTS, EVENTS, 0)
     assert sink["stopped"] == "backlog consumed"
     assert sink["files"] == sink["sink_stats_files"] > 0
