@@ -168,6 +168,28 @@ class Settings(BaseSettings):
     # An S3-compatible endpoint (moto's server in tests); unset: AWS itself. Credentials: NOTIFY_AWS_*.
     s3_endpoint: str | None = None
 
+    # --- Observability (metrics, traces, monitoring) ----------------------------------------------
+    # Every process serves Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics. Port 0
+    # picks a free one (so two of a process can share a host); either way the process writes a
+    # Prometheus file_sd target under <cache_dir>/monitoring/targets, which the local Prometheus reads.
+    metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Spans for produce, route and deliver; the trace context always travels in Kafka headers.
+    tracing_enabled: bool = True
+    # OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); unset: spans are not exported.
+    otlp_endpoint: str | None = None
+    # The local Prometheus of `notify stack up --with-monitoring`, and the lag exporter it scrapes.
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    lag_exporter_port: int = Field(default=9308, ge=0, le=65535)
+    # notify lag's Burrow-style window: this many samples, this far apart (the exporter's refresh).
+    lag_window: int = Field(default=10, ge=2, le=1000)
+    lag_interval_s: float = Field(default=5.0, gt=0)
+
+    def monitoring_dir(self) -> Path:
+        """Where processes register their metrics endpoints and the local Prometheus keeps its files."""
+        return self.cache_dir / "monitoring"
+
     def sink_location(self) -> str:
         """The sink's output: ``sink_output``, or the cache directory's ``analytics`` folder."""
         return self.sink_output or str(self.cache_dir / "analytics")

@@ -1,0 +1,88 @@
+"""Where a process's metrics are served and how Prometheus finds them.
+
+``MetricsEndpoint`` serves one ``Metrics`` registry at ``/metrics`` on ``metrics_host:metrics_port``
+(port 0: a free one, so two of a process can share a host) from prometheus_client's own HTTP server
+thread, so a busy event loop never delays a scrape. ``register_target`` writes a Prometheus
+``file_sd`` target file under ``<cache_dir>/monitoring/targets`` naming the address, the job and the
+instance; the local Prometheus (``notify stack up --with-monitoring``) watches that folder, so a
+process is scraped from its first second and dropped when it exits and removes its file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from notify_core.metrics import Metrics
+from notify_core.settings import Settings
+
+
+def targets_dir(settings: Settings) -> Path:
+    return settings.monitoring_dir() / "targets"
+
+
+class TargetFile:
+    """One file_sd target of this process: written on creation, removed by ``remove``."""
+
+    def __init__(self, settings: Settings, job: str, instance: str, port: int, *, path: str) -> None:
+        folder = targets_dir(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{job}-{instance}-{os.getpid()}.json"
+        labels = {"job": job, "notify_instance": instance, "__metrics_path__": path}
+        entry: list[dict[str, Any]] = [{"targets": [f"{_host(settings)}:{port}"], "labels": labels}]
+        # Written aside and renamed, so Prometheus never reads half a file.
+        scratch = self.path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(entry), "utf-8")
+        scratch.replace(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _host(settings: Settings) -> str:
+    host = settings.metrics_host
+    if host in ("0.0.0.0", ""):  # noqa: S104 - the address to scrape, not one we bind
+        host = "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class MetricsEndpoint:
+    """``/metrics`` for one process, registered for the local Prometheus; ``close`` undoes both."""
+
+    def __init__(self, metrics: Metrics, settings: Settings, *, job: str, instance: str) -> None:
+        self.metrics = metrics
+        self._server, self._thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
+        )
+        self.port: int = self._server.server_address[1]
+        self.target = TargetFile(settings, job, instance, self.port, path="/metrics")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.target.remove()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(metrics: Metrics, settings: Settings, *, job: str, instance: str) -> MetricsEndpoint | None:
+    """Serve ``metrics`` when ``settings.metrics_enabled``; None when metrics are off."""
+    if not settings.metrics_enabled:
+        return None
+    return MetricsEndpoint(metrics, settings, job=job, instance=instance)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for tests and the demo that must name one up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
