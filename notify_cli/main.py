@@ -38,6 +38,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("sink_cmd", ("sink",), "server"),
     ("api_cmd", ("api", "keys"), "server"),
     ("report_cmd", ("report",), "server"),
+    ("lag_cmd", ("lag",), "server"),
     ("bench", ("bench",), "dev"),
     ("demo", ("demo",), "dev"),
 )

@@ -90,6 +90,11 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+def worker_group(settings: Settings, channel: Channel) -> str:
+    """The channel's consumer group, ``<NOTIFY_WORKER_GROUP_PREFIX>-<channel>``."""
+    return f"{settings.worker_group_prefix}-{channel.value}"
+
+
 def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(settings.topic_prefix)
 

@@ -46,18 +46,13 @@ from notify_core.kafka_clients import fatal_error, make_consumer, translate
 from notify_core.outage import is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
-from notify_core.topics import Channel, topic_names
+from notify_core.topics import Channel, topic_names, worker_group
 
 __all__ = ["Adapter", "Deactivate", "Worker", "WorkerStats", "send_rate", "worker_group"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 COMMIT_EVERY_S = 1.0
-
-
-def worker_group(settings: Settings, channel: Channel) -> str:
-    """The channel's consumer group, ``<NOTIFY_WORKER_GROUP_PREFIX>-<channel>``."""
-    return f"{settings.worker_group_prefix}-{channel.value}"
 
 
 class Worker:

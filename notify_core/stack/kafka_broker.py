@@ -113,14 +113,19 @@ def answering(settings: Settings, timeout_s: float = 3.0) -> bool:
 
 
 def ensure_jars(settings: Settings, paths: KafkaPaths) -> str | None:
-    complete = paths.libs / ".complete"
+    return fetch_jars(POM, paths.libs, settings.kafka_version, "kafka")
+
+
+def fetch_jars(pom: Path, libs: Path, version: str, what: str) -> str | None:
+    """Maven copies ``pom``'s runtime classpath into ``libs`` once; None when it is there already."""
+    complete = libs / ".complete"
     if complete.exists():
         return None
     if shutil.which("mvn") is None or shutil.which("java") is None:
         raise StackError(
             "Java 17+ and Maven are needed to fetch and run Kafka (apt-get install openjdk-17-jre maven)"
         )
-    paths.libs.mkdir(parents=True, exist_ok=True)
+    libs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     done = subprocess.run(
         [
@@ -128,11 +133,11 @@ def ensure_jars(settings: Settings, paths: KafkaPaths) -> str | None:
             "-B",
             "-q",
             "-f",
-            str(POM),
-            f"-Dkafka.version={settings.kafka_version}",
+            str(pom),
+            f"-Dkafka.version={version}",
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
-            f"-DoutputDirectory={paths.libs}",
+            f"-DoutputDirectory={libs}",
         ],
         capture_output=True,
         text=True,
@@ -140,12 +145,11 @@ def ensure_jars(settings: Settings, paths: KafkaPaths) -> str | None:
     )
     if done.returncode != 0:
         raise StackError(
-            f"Maven could not fetch Kafka {settings.kafka_version}:\n"
-            f"{done.stdout[-3000:]}{done.stderr[-2000:]}"
+            f"Maven could not fetch {what} {version}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}"
         )
     complete.write_text("ok\n")
-    jars = len(list(paths.libs.glob("*.jar")))
-    return f"kafka: fetched {jars} jars from Maven Central in {time.monotonic() - started:.1f}s"
+    jars = len(list(libs.glob("*.jar")))
+    return f"{what}: fetched {jars} jars from Maven Central in {time.monotonic() - started:.1f}s"
 
 
 def start(settings: Settings) -> list[str]:

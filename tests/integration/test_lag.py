@@ -1,0 +1,148 @@
+"""``notify lag`` on the real stack: a stopped worker's lag, in messages and seconds, equal to Kafka's own
+consumer-groups tool, and back to zero when the worker resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notify_core.codec import CHANNEL_MESSAGE, default_codec
+from notify_core.db.connect import schema_url
+from notify_core.kafka_clients import make_producer
+from notify_core.settings import Settings
+from notify_core.stack.kafka_tools import describe_groups
+from notify_core.topics import Channel, topic_names, worker_group
+from sandboxes.messages import channel_message
+from tests.pipeline import Process, sandboxes, wait_for_members, worker
+
+pytestmark = pytest.mark.integration
+BACKLOG = 1_000
+AGED_S = 120.0  # the backlog's records are stamped this long ago, so their age is known
+
+
+def lag(env: dict[str, str], *groups: str, samples: int = 2) -> dict[str, Any]:
+    """``notify lag --format json`` run as a user would, decoded."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notify_cli",
+            "lag",
+            *groups,
+            *("--format", "json", "--samples", str(samples)),
+            "--interval",
+            "0.5",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def kafka_tool_rows(settings: Settings, group: str) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """(topic, partition) → (current offset, log end offset, lag), as ConsumerGroupCommand prints them."""
+    rows = {}
+    for line in describe_groups(settings, [group]).splitlines():
+        cells = line.split()
+        if len(cells) >= 6 and cells[0] == group and cells[3].isdigit():
+            rows[(cells[1], int(cells[2]))] = (int(cells[3]), int(cells[4]), int(cells[5]))
+    return rows
+
+
+def produce_aged(settings: Settings, messages: list[dict[str, Any]], stamp_ms: int) -> None:
+    codec, producer = default_codec(), make_producer(settings)
+    topic = topic_names(settings).channel(Channel.ANDROID)
+    for message in messages:
+        value = codec.encode(CHANNEL_MESSAGE, message)
+        producer.produce(topic, key=message["user_id"].encode(), value=value, timestamp=stamp_ms)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def until_lag(
+    env: dict[str, str], group: str, total: int, process: Process, timeout_s: float = 90
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.alive(), process.tail()
+        groups = lag(env, group, samples=1)["groups"]
+        if groups and groups[0]["total_lag"] == total:
+            return dict(groups[0])
+        time.sleep(0.5)
+    raise AssertionError(f"{group} never reached a lag of {total}:\n{process.tail()}")
+
+
+def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
+    settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """A worker consumes, then stops; 1,000 records stamped 120 s ago arrive. ``notify lag`` shows 1,000
+    messages of lag, every partition's age ≥ 120 s, status STOPPED, and per partition the same committed
+    offset, log end offset and lag as Kafka's ConsumerGroupCommand. Resumed, the worker brings the lag
+    back to 0 and the status to OK."""
+    group = worker_group(
+        settings.model_copy(update={"worker_group_prefix": settings.topic_prefix}), Channel.ANDROID
+    )
+    users = [f"lag-{i}" for i in range(12)]  # keyed by user: spread over every partition
+    with sandboxes(tmp_path / "sandboxes") as boxes:
+        env = {
+            **boxes.env,
+            "NOTIFY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "NOTIFY_DATABASE_URL": schema_url(settings, db_schema[1]),
+            "NOTIFY_TOPIC_PREFIX": settings.topic_prefix,
+            "NOTIFY_WORKER_GROUP_PREFIX": settings.topic_prefix,
+            "NOTIFY_CACHE_DIR": str(tmp_path / "cache"),
+        }
+
+        def message(i: int) -> dict[str, Any]:
+            user = users[i % len(users)]
+            return channel_message(Channel.ANDROID, f"{user}-android", user_id=user)
+
+        first = worker(Channel.ANDROID, env, tmp_path / "worker-1.log")
+        wait_for_members(settings, group, 1)
+        produce_aged(settings, [message(i) for i in range(len(users))], int(time.time() * 1000))
+        until_lag(env, group, 0, first)
+        assert first.stop() == 0, first.tail()
+
+        started = time.time()
+        produce_aged(settings, [message(i) for i in range(BACKLOG)], int((started - AGED_S) * 1000))
+        # A worker is a static member (KIP-345): the group keeps it until its session lapses, so the
+        # status is STALLED (a member, offsets still) until then, and STOPPED once nobody is left.
+        seen, shown = [], lag(env, group)["groups"][0]
+        deadline = time.monotonic() + 3 * settings.consumer_session_timeout_ms / 1000
+        while shown["status"] != "STOPPED" and time.monotonic() < deadline:
+            seen.append(shown["status"])
+            shown = lag(env, group)["groups"][0]
+        assert set(seen) <= {"STALLED"}, seen
+        assert (shown["status"], shown["members"], shown["total_lag"]) == ("STOPPED", 0, BACKLOG)
+        assert AGED_S <= shown["max_lag_seconds"] <= AGED_S + (time.time() - started) + 1
+        ours = {(p["topic"], p["partition"]): p for p in shown["partitions"]}
+        theirs = kafka_tool_rows(settings, group)
+        assert len(theirs) == settings.topic_partitions
+        for key, (current, log_end, behind) in theirs.items():
+            assert (ours[key]["committed_offset"], ours[key]["log_end_offset"], ours[key]["lag"]) == (
+                current,
+                log_end,
+                behind,
+            )
+            if behind:
+                assert ours[key]["lag_seconds"] >= AGED_S
+        assert sum(row[2] for row in theirs.values()) == BACKLOG
+
+        second = worker(Channel.ANDROID, env, tmp_path / "worker-2.log")
+        caught_up = until_lag(env, group, 0, second)
+        assert caught_up["members"] == 1
+        assert lag(env, group)["groups"][0]["status"] == "OK"
+        assert second.stop() == 0, second.tail()
+    assert sum(boxes.delivered().values()) == len(users) + BACKLOG
