@@ -19,6 +19,7 @@ from typing import Any
 from notify_cli.demo_analytics import analytics
 from notify_cli.demo_api import tour
 from notify_cli.demo_delivery import deliver, describe, status_line
+from notify_cli.demo_sre import lag_lines
 from notify_cli.router_cmd import build_router
 from notify_core import stack
 from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, REQUEST, default_codec
@@ -221,6 +222,10 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     for letter in dead:
         print(f"   dead letter: {letter['error_type']}: {letter['error_message']}")
 
+    print("   consumer lag before delivery (notify lag):")
+    for line in lag_lines(settings):
+        print(f"     {line}")
+
     print("== 7. deliver: one worker per channel against its sandbox on 127.0.0.1")
     print(
         "   injected: Ada's 2nd iPhone is Unregistered; Grace's SMS is throttled once;"
@@ -254,6 +259,10 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
 
     print("== 9. analytics: the sink writes the events to Parquet, the report reads them (DuckDB)")
     analytics_ok = analytics(settings)
+
+    print("== 10. SRE view: every group's lag after the run (notify lag)")
+    for line in lag_lines(settings):
+        print(f"   {line}")
 
     print("== summary")
     statuses = Counter(row[0] for row in delivered.log.values())
