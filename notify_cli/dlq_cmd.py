@@ -23,12 +23,12 @@ from consumers.delivery.dead_letters import (
     split_replayable,
 )
 from consumers.delivery.delivery_log import DeliveryLog
-from notify_core.codec import CHANNEL_MESSAGE, REQUEST, default_codec
+from notify_core.codec import CHANNEL_MESSAGE, EVENT, REQUEST, default_codec
 from notify_core.db.connect import make_async_pool
 from notify_core.exceptions import DecodeError
 from notify_core.settings import Settings
 
-SOURCES = ("requests", "ios", "android", "sms", "email")
+SOURCES = ("requests", "ios", "android", "sms", "email", "events")
 
 
 def register(commands: Any) -> None:
@@ -113,7 +113,7 @@ def _where(partition: int, offset: int) -> str:
 
 
 async def _replay(settings: Settings, source: str, letters: list[Letter]) -> int:
-    if source == "requests":
+    if source in ("requests", "events"):  # no delivery log to reopen
         return await replay(settings, source, letters, None)
     pool = await make_async_pool(settings, max_size=2)
     try:
@@ -143,7 +143,7 @@ def _shown(item: Letter, source: str) -> dict[str, Any]:
         shown["key"] = (item.letter["key"] or b"").decode("utf-8", "replace")
         return shown
     try:
-        schema = REQUEST if source == "requests" else CHANNEL_MESSAGE
+        schema = {"requests": REQUEST, "events": EVENT}.get(source, CHANNEL_MESSAGE)
         shown["payload"] = default_codec().decode(item.letter["payload"], schema)
     except DecodeError as exc:
         shown["payload"] = f"<undecodable: {exc}>"

@@ -53,15 +53,17 @@ class Selection:
 
 
 def dlq_topic(settings: Settings, source: str) -> str:
-    """``source``: a channel name (ios, android, sms, email) or ``requests``."""
+    """``source``: a channel name (ios, android, sms, email), ``requests`` or ``events`` (the sink's)."""
     names = topic_names(settings)
     if source == "requests":
         return names.requests_dlq
+    if source == "events":
+        return names.events_dlq
     try:
         return names.dlq(Channel(source))
     except ValueError:
         raise ValueError(
-            f"unknown dead-letter source {source!r}: use requests, ios, android, sms or email"
+            f"unknown dead-letter source {source!r}: use requests, ios, android, sms, email or events"
         ) from None
 
 
@@ -126,7 +128,7 @@ def refusal(letter: dict[str, Any], source: str) -> str | None:
             f"cut to fit the dead-letter size budget (original {letter.get('payload_size')} bytes,"
             f" sha256 {letter.get('payload_sha256')}): it cannot be replayed byte for byte"
         )
-    if source != "requests":
+    if source not in ("requests", "events"):
         try:
             default_codec().decode(letter["payload"], CHANNEL_MESSAGE)
         except DecodeError as exc:
@@ -167,10 +169,13 @@ async def replay(
         letter_id = refused_one.item.letter["dead_letter_id"]
         log.warning("replay_refused", dead_letter_id=letter_id, reason=refused_one.reason)
     outputs: list[tuple[str, bytes, bytes | None, list[tuple[str, str | bytes | None]]]] = []
-    if source == "requests":
+    if source in ("requests", "events"):
+        # Byte for byte: a request the router refused, or an event the sink could not decode (a
+        # schema version it did not know yet), goes back for a fixed router or sink to read again.
+        topic = names.requests if source == "requests" else names.events
         for item in items:
             headers: list[tuple[str, str | bytes | None]] = [("replayed-from", item.record.topic.encode())]
-            outputs.append((names.requests, item.letter["payload"], item.letter["key"], headers))
+            outputs.append((topic, item.letter["payload"], item.letter["key"], headers))
     else:
         messages = [replay_message(item.letter) for item in items]
         if delivery_log is not None and messages:

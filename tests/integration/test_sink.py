@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -276,3 +279,35 @@ def test_two_sinks_share_the_partitions_and_one_leaving_hands_them_over(
             thread.join(60)
     check_landed(rows(local_files(tmp_path / "out")), events)
     assert all(s.stats.rows > 0 for s in sinks), [s.stats for s in sinks]
+
+
+def test_the_sinks_dead_letters_are_listed_and_replayed_by_notify_dlq(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``notify dlq list events`` shows what the sink could not decode; ``replay events`` puts the very
+    bytes back on the events topic, for a sink that knows their schema version to read again."""
+    settings = sink_settings(settings, str(tmp_path / "out"))
+    produce(settings, [], garbage=GARBAGE)
+    assert Sink(settings).run(stop_when_idle=True, idle_s=1.0).dead_letters == 2
+    env = {
+        **os.environ,
+        "NOTIFY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "NOTIFY_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "notify_cli", "dlq", "list", "events"], env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    *lines, total = listed.stdout.splitlines()
+    assert (len(lines), total) == (2, "2 dead letter(s)"), listed.stdout
+    assert all(" sink " in line and " decode_error " in line for line in lines), lines
+    replayed = subprocess.run(
+        [sys.executable, "-m", "notify_cli", "dlq", "replay", "events"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    again = read_records(settings, topic_names(settings).events, max_records=10, timeout_s=30, idle_s=1.0)
+    assert sorted(r.value for r in again) == sorted(GARBAGE * 2)  # the originals, then the replayed copies
+    assert [h for r in again[2:] for h in r.headers or [] if h[0] == "replayed-from"]
