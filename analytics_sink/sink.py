@@ -39,12 +39,14 @@ from analytics_sink.columns import event_schema
 from analytics_sink.dead_letters import DeadLetters
 from analytics_sink.exceptions import SinkError
 from analytics_sink.flusher import KAFKA_TIMEOUT_S, Flusher, SinkStats
+from analytics_sink.metrics import SinkMetrics
 from analytics_sink.store import Store, store_for
 from notify_core.burst import BurstStop
 from notify_core.codec import EVENT, default_codec
 from notify_core.events import Failure
 from notify_core.exceptions import ConfigError, DecodeError
 from notify_core.fencing import RebuildBudget
+from notify_core.instruments import Instruments
 from notify_core.kafka_clients import fatal_error, make_consumer, make_producer, translate
 from notify_core.outage import Outage
 from notify_core.records import Record
@@ -63,10 +65,16 @@ class Sink:
     """One sink process. ``run(stop_when_idle=True)`` is the burst mode tests use."""
 
     def __init__(
-        self, settings: Settings, *, store: Store | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        instruments: Instruments | None = None,
     ) -> None:
         self._settings = settings
         names = topic_names(settings)
+        self._metrics = SinkMetrics(instruments or Instruments.disabled(), names)
         self.topic, self.dlq_topic = names.events, names.events_dlq
         self.store = store if store is not None else store_for(settings)
         self._codec = default_codec()
@@ -134,11 +142,13 @@ class Sink:
                 if any(_fatal(m) for m in messages):
                     consumer = self._rebuild(consumer)
                     continue
+                self._metrics.consumed(sum(m.error() is None for m in messages))
                 if self._add(messages):
                     burst.activity(time.monotonic(), consumed=True)
                 self._dlq.poll()
                 files_before = self.stats.files
                 self._flusher.step(consumer)
+                self._metrics.progress(self.stats, self._dlq.sent)
                 now = time.monotonic()
                 if self.stats.files != files_before:
                     # A flush is work: one longer than idle_s must not end a burst run early.
@@ -152,6 +162,7 @@ class Sink:
                 if max_runtime_s is not None and now - started > max_runtime_s:
                     break
             self._flush_all(consumer)
+            self._metrics.progress(self.stats, self._dlq.sent)
         finally:
             gc.set_threshold(*thresholds)
             with contextlib.suppress(Exception):

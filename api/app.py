@@ -3,7 +3,8 @@
 Built the way aiohttp's own examples build apps: typed state under ``web.AppKey`` (``state.py``),
 each long-lived dependency opened and closed by one ``cleanup_ctx`` generator, handlers (one module
 per resource) that only parse, call and map errors. Middlewares, outermost first: metrics (sees
-every answer, problems included), rate-limit headers, problem documents.
+every answer, problems included), rate-limit headers, problem documents; outside them all, a span
+per request (``api.tracing``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from api.state import (
     SIGNER,
     USERS,
 )
+from api.tracing import tracing_middleware
 from notify_core.db.connect import make_pool
 from notify_core.kafka_async import AsyncProducer
 from notify_core.metrics import Metrics
@@ -53,13 +55,13 @@ POOL_SIZE = 8  # the default thread pool runs at most ~6 database calls at once 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, rate_headers_middleware, problem_middleware],
+        middlewares=[tracing_middleware, metrics_middleware, rate_headers_middleware, problem_middleware],
         client_max_size=settings.api_max_body_bytes,
     )
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
     app[SIGNER] = TrackingSigner.from_settings(settings)
-    app[METRICS] = ApiMetrics(Metrics("notify-api"))
+    app[METRICS] = ApiMetrics(Metrics("notify-api", enabled=settings.metrics_enabled))
     app[ID_NAMESPACE] = id_namespace(settings.tracking_secret.get_secret_value())
     app.cleanup_ctx.extend([_database, _kafka, _pruning])
     app.on_startup.append(_freeze_startup_objects)

@@ -41,7 +41,7 @@ async def post_notification(request: web.Request) -> web.Response:
         result = await request.app[CLIENT].send_async(notification)
     except DeliveryError as exc:
         raise Unavailable(f"not accepted: {exc}", headers=RETRY_AFTER) from None
-    request.app[METRICS].accepted.add(1)
+    request.app[METRICS].notifications_accepted(1)
     return web.json_response(
         _accepted(result),
         status=202,
@@ -71,7 +71,7 @@ async def post_batch(request: web.Request) -> web.Response:
     except DeliveryError as exc:
         accepted: list[SendResult] = getattr(exc, "results", [])
         failures: list[tuple[int, DeliveryError]] = getattr(exc, "failures", [])
-        request.app[METRICS].accepted.add(len(accepted))
+        request.app[METRICS].notifications_accepted(len(accepted))
         raise Unavailable(
             f"{len(failures)} of {len(notifications)} notifications not accepted: retry them",
             headers=RETRY_AFTER,
@@ -80,7 +80,7 @@ async def post_batch(request: web.Request) -> web.Response:
                 "failed": [{"index": i, "detail": str(e)} for i, e in failures],
             },
         ) from None
-    request.app[METRICS].accepted.add(len(results))
+    request.app[METRICS].notifications_accepted(len(results))
     return web.json_response(
         {"count": len(results), "notifications": [_accepted(r) for r in results]}, status=202
     )

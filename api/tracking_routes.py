@@ -70,7 +70,7 @@ async def _emit(request: web.Request, kind: str, delivery: TrackedDelivery, **at
     except (KafkaError, TimeoutError) as exc:
         _log.warning("tracking_event_not_recorded", event_type=kind, error=str(exc))
         return False
-    request.app[METRICS].events.add(1, {"event_type": kind})
+    request.app[METRICS].event_produced(kind)
     return True
 
 
@@ -159,6 +159,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         raise Unavailable(
             "unsubscribed, but not yet in effect everywhere: retry", headers={"Retry-After": "5"}
         ) from None
+    request.app[METRICS].change_published()
     await _emit(request, "UNSUBSCRIBED", delivery, source="one_click")
     return _page(
         "Unsubscribed",

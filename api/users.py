@@ -19,7 +19,7 @@ from api.auth import authenticate, charge
 from api.bodies import read_json, validate
 from api.errors import NotFound, Unavailable, Unprocessable, field_error
 from api.keys import Scope
-from api.state import CHANGES, USERS
+from api.state import CHANGES, METRICS, USERS
 from api.user_schemas import (
     DeviceBody,
     EmailBody,
@@ -65,6 +65,7 @@ async def _announce(request: web.Request, user_id: str, what: str) -> None:
             " their cache time; retry to tell them now",
             headers=RETRY_AFTER,
         ) from None
+    request.app[METRICS].change_published()
 
 
 async def _user(request: web.Request) -> tuple[str, UserContext]:

@@ -45,10 +45,23 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from api.app import create_app
+    from notify_core.metrics_server import TargetFile, free_port
+    from notify_core.tracing import setup_tracing
 
     settings.check_for_production()  # it verifies unsubscribe and tracking tokens
+    setup_tracing(settings, "notify-api")
     port = settings.api_port if args.port is None else args.port
-    web.run_app(create_app(settings), host=settings.api_host, port=port, access_log=None, print=None)
+    if port == 0:
+        port = free_port()  # named up front: the Prometheus target must say where to scrape
+    # The API serves its own /metrics on its own port: registered like every process's endpoint.
+    target = None
+    if settings.metrics_enabled:
+        target = TargetFile(settings, "notify-api", str(port), port, path="/metrics", host=settings.api_host)
+    try:
+        web.run_app(create_app(settings), host=settings.api_host, port=port, access_log=None, print=None)
+    finally:
+        if target is not None:
+            target.remove()
     return 0
 
 

@@ -23,6 +23,7 @@ from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Adapter, Worker
 from notify_cli.scratch import scratch
 from notify_core.db.connect import make_async_pool
+from notify_core.instruments import Instruments
 from notify_core.kafka_clients import make_consumer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
@@ -71,9 +72,12 @@ async def _drain(settings: Settings, schema: str, channel: Channel, adapter: Ada
     try:
         log = DeliveryLog(pool, owner="bench", lease=timedelta(seconds=60))
         group = f"{settings.topic_prefix}-{channel.value}"
-        stats = await Worker(settings, channel, adapter, log, provider="bench", group=group).run(
-            stop_when_idle=True, idle_s=2.0, max_runtime_s=600
+        # Recording as the process would (NOTIFY_METRICS_ENABLED), so both settings can be compared.
+        instruments = Instruments.from_settings(settings, f"notify-bench-{channel.value}")
+        worker = Worker(
+            settings, channel, adapter, log, provider="bench", group=group, instruments=instruments
         )
+        stats = await worker.run(stop_when_idle=True, idle_s=2.0, max_runtime_s=600)
     finally:
         await pool.close()
     seconds = (stats.last_done_at or 0.0) - (stats.first_send_at or 0.0)
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     results["count"] = args.count
     results["max_in_flight"] = settings.delivery_max_in_flight
     results["sms_max_per_second"] = settings.sms_max_per_second
+    results["metrics_enabled"] = settings.metrics_enabled
     for channel in channels:
         with (
             scratch(settings) as (bench, schema),

@@ -21,6 +21,7 @@ import confluent_kafka
 from consumers.router.app import Router
 from notify_cli.scratch import scratch
 from notify_core.db.connect import connect, make_pool
+from notify_core.instruments import Instruments
 from notify_core.kafka_clients import make_consumer, make_producer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         repo.get_templates("bench")
 
         raw_s, raw_batches = _passthrough(bench, names.requests, names.channel(Channel.SMS), args.count)
-        router = Router(bench, lambda: connect(bench, schema=schema), repo)
+        # Recording as the process would (NOTIFY_METRICS_ENABLED), so both settings can be compared.
+        instruments = Instruments.from_settings(bench, "notify-bench-router")
+        router = Router(bench, lambda: connect(bench, schema=schema), repo, instruments=instruments)
         stats = router.run(stop_when_idle=True, idle_s=3.0)
         pool.close()
     if stats.first_batch_at is None or stats.last_batch_at is None or stats.records != args.count:
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "users": args.users,
         "batch_size": bench.router_batch_size,
         "outputs_per_request": "2 channel messages + 2 events",
+        "metrics_enabled": bench.metrics_enabled,
         "router": {
             "seconds": round(router_s, 3),
             "requests_per_s": round(args.count / router_s),

@@ -12,7 +12,12 @@ import json
 from typing import Any
 
 from analytics_sink.sink import Sink
+from notify_core.metrics_server import served_instruments
 from notify_core.settings import Settings
+from notify_core.tracing import setup_tracing
+
+# The sink has no instance id of its own (nothing fences it): a stable one, as file_sd wants a label.
+SINK_INSTANCE = "0"
 
 
 def register(commands: Any) -> None:
@@ -25,9 +30,11 @@ def register(commands: Any) -> None:
 
 
 def run_sink(args: argparse.Namespace, settings: Settings) -> int:
-    sink = Sink(settings)
-    sink.install_signal_handlers()
-    stats = sink.run(stop_when_idle=args.burst, idle_s=args.idle)
+    setup_tracing(settings, "notify-sink")
+    with served_instruments(settings, job="notify-sink", instance=SINK_INSTANCE) as instruments:
+        sink = Sink(settings, instruments=instruments)
+        sink.install_signal_handlers()
+        stats = sink.run(stop_when_idle=args.burst, idle_s=args.idle)
     print(
         json.dumps(
             {

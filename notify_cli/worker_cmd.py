@@ -14,8 +14,11 @@ from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.worker import Deactivate, Worker, WorkerStats, worker_group
 from notify_core.db.connect import make_async_pool, make_pool
 from notify_core.identity import with_slot
+from notify_core.instruments import Instruments
+from notify_core.metrics_server import served_instruments
 from notify_core.settings import Settings
 from notify_core.topics import Channel
+from notify_core.tracing import setup_tracing
 from notify_core.userdata.repository import UserDataRepository
 
 
@@ -48,16 +51,21 @@ async def serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: fl
     if channel is Channel.EMAIL:
         # The e-mail worker signs unsubscribe links: refuse the dev secret before anything is opened.
         settings.check_for_production()
+    setup_tracing(settings, f"notify-worker-{channel.value}")
     kind = f"worker:{worker_group(settings, channel)}"
     settings, slot = await asyncio.to_thread(with_slot, settings, "worker_instance_id", kind)
     try:
-        return await _serve(settings, channel, burst=burst, idle_s=idle_s)
+        job = f"notify-worker-{channel.value}"
+        with served_instruments(settings, job=job, instance=settings.worker_instance_id) as instruments:
+            return await _serve(settings, channel, burst=burst, idle_s=idle_s, instruments=instruments)
     finally:
         if slot is not None:
             slot.release()
 
 
-async def _serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: float) -> WorkerStats:
+async def _serve(
+    settings: Settings, channel: Channel, *, burst: bool, idle_s: float, instruments: Instruments
+) -> WorkerStats:
     adapter, provider = build_adapter(channel, settings)
     pool = await make_async_pool(settings, max_size=8)
     users = make_pool(settings, max_size=2)
@@ -73,6 +81,7 @@ async def _serve(settings: Settings, channel: Channel, *, burst: bool, idle_s: f
         log,
         provider=provider,
         deactivate=make_deactivate(UserDataRepository(users)),
+        instruments=instruments,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

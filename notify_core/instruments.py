@@ -13,6 +13,7 @@ address or a notification id.
 from __future__ import annotations
 
 from notify_core.metrics import Metrics
+from notify_core.settings import Settings
 
 # Seconds: from a sub-millisecond provider answer to a delivery that waited out retries.
 SECONDS_BUCKETS = (
@@ -44,7 +45,20 @@ TOPIC = "messaging.destination.name"  # the topic's base name, without the deplo
 
 
 class Instruments:
-    """Every counter, histogram and gauge of the pipeline, on one ``Metrics``."""
+    """Every counter, histogram and gauge of the pipeline, on one ``Metrics``.
+
+    Processes take one (``Router``, ``Worker``, ``Sink``); ``disabled()`` is what they use when given
+    none: the same instruments as no-ops, so recording code never branches on whether metrics are on.
+    """
+
+    @classmethod
+    def from_settings(cls, settings: Settings, service_name: str) -> Instruments:
+        """On a ``Metrics`` of their own, enabled as ``settings.metrics_enabled`` says."""
+        return cls(Metrics(service_name, enabled=settings.metrics_enabled))
+
+    @classmethod
+    def disabled(cls) -> Instruments:
+        return cls(Metrics("notify", enabled=False))
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -60,6 +74,9 @@ class Instruments:
             "notify.router.requests", unit="{request}", description="Requests the router decided, by outcome"
         )
         # outcome: delivered | failed | retried | dead_lettered | skipped (already sent: no double send).
+        # One per record a worker finishes with: dead_lettered is any end on the DLQ (a permanent
+        # refusal, attempts exhausted, expired, unreadable, an internal error); failed is an end with
+        # not even a dead letter written; a busy lease deferred to a retry topic is not counted.
         self.deliveries = meter.create_counter(
             "notify.deliveries", unit="{delivery}", description="Delivery attempts ended, by outcome"
         )

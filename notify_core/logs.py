@@ -10,6 +10,12 @@ text (``'PhoneNumber': '+4420...', 'Message': '...'`` in a dict repr); HTTP/2 an
 logs show APNs device tokens in ``/3/device/<token>`` paths. ``redact_text`` is the pure function
 that masks those in any text, and ``RedactFilter`` applies it to every record (message, exception
 text, stack) that a root handler emits; ``configure_logging`` installs it on the root's handlers.
+
+Every line is one JSON object, stdlib records too (rendered by structlog's ``ProcessorFormatter``).
+``add_trace_ids`` puts the current span's ``trace_id`` and ``span_id`` on each line, and the workers
+bind ``notification_id`` and ``delivery_id`` (structlog contextvars) while they handle a message, so
+library lines logged meanwhile carry them as well. ``redact_rendered`` passes each finished line
+through ``redact_text``: whatever a value held (an exception's text, a nested dict) is masked there.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
+from opentelemetry import trace
 
 SENSITIVE_KEYS = frozenset(
     {"phone", "phone_number", "email", "email_address", "token", "device_token", "target", "password"}
@@ -54,6 +61,9 @@ _KEYED = (
     # Device tokens in provider URLs: APNs /3/device/<token>, FCM's instance-ID API /iid/info|v1/<token>
     # (FCM tokens contain ':').
     re.compile(r"(?P<head>/3/device/|/iid/(?:info|v1)/)(?P<value>[^/?#&\s'\"<>]+)(?P<tail>)"),
+    # Our API keys, nfy_<key id>_<secret> (api/keys.py): the secret goes, the public key id stays. Any
+    # run of its characters, so a key cut short in a log line loses what is left of its secret too.
+    re.compile(r"(?P<head>(?<![A-Za-z0-9])nfy_[0-9a-f]{12}_)(?P<value>[A-Za-z0-9_-]+)(?P<tail>)"),
 )
 # user@example.com, also percent-encoded (user%40example.com); the last label starts with a letter, so
 # user@127.0.0.1 in a database URL is left alone. Parts are bounded (RFC 5321's 64 and 63), so a long
@@ -72,7 +82,8 @@ def _mask_value(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with SNS PhoneNumber/Message values, other sensitive key/value pairs, device tokens in
-    provider URLs, e-mail addresses and phone numbers replaced by ``mask`` of what they were."""
+    provider URLs, API keys' secrets, e-mail addresses and phone numbers replaced by ``mask`` of what
+    they were."""
     for pattern in _KEYED:  # whole values first: a phone number inside an SMS text goes with the text
         text = pattern.sub(_mask_value, text)
     text = _EMAIL.sub(lambda m: mask(m.group(0)), text)
@@ -121,6 +132,24 @@ def redact(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) 
     return event_dict
 
 
+def redact_rendered(_logger: object, _method: str, line: Any) -> Any:
+    """The last processor: ``redact_text`` over the rendered line, so personal data inside any value
+    (an exception's text or traceback, an error string, a nested structure) is masked too."""
+    return redact_text(line) if isinstance(line, str) else line
+
+
+def add_trace_ids(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``trace_id`` and ``span_id`` (hex, as trace backends show them) of the current span, if any;
+    values bound explicitly are kept."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
 class _CurrentStderr:
     """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a logger
     cached on first use must not keep writing to a stream that was swapped out and closed since
@@ -134,21 +163,33 @@ class _CurrentStderr:
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Set up structlog (and route stdlib logging through the same level) once per process."""
+    """Set up structlog (and route stdlib logging through the same level and rendering) once per
+    process."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, redact, structlog.processors.format_exc_info, renderer, redact_rendered],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Library records as JSON lines like ours, with the logger's name and the same bound fields.
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+            redact_rendered,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # structlog's events are masked by ``redact``; this covers what libraries log (botocore at DEBUG).
     install_redaction()

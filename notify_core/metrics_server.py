@@ -3,38 +3,50 @@
 ``MetricsEndpoint`` serves one ``Metrics`` registry at ``/metrics`` on ``metrics_host:metrics_port``
 (port 0: a free one, so two of a process can share a host) from prometheus_client's own HTTP server
 thread, so a busy event loop never delays a scrape. ``register_target`` writes a Prometheus
-``file_sd`` target file under ``<cache_dir>/monitoring/targets`` naming the address, the job and the
-instance; the local Prometheus (``notify stack up --with-monitoring``) watches that folder, so a
-process is scraped from its first second and dropped when it exits and removes its file.
+``file_sd`` target file under ``<cache_dir>/monitoring/targets`` (or ``metrics_targets_dir``) naming
+the address, the job and the instance; the local Prometheus (``notify stack up --with-monitoring``)
+watches that folder, so a process is scraped from its first second and dropped when it exits and
+removes its file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import start_http_server
 
+from notify_core.instruments import Instruments
 from notify_core.metrics import Metrics
 from notify_core.settings import Settings
 
+log = structlog.get_logger("metrics")
+
 
 def targets_dir(settings: Settings) -> Path:
-    return settings.monitoring_dir() / "targets"
+    """``settings.metrics_targets_dir``, or ``<cache_dir>/monitoring/targets`` (the local Prometheus's)."""
+    return settings.metrics_targets_dir or settings.monitoring_dir() / "targets"
 
 
 class TargetFile:
     """One file_sd target of this process: written on creation, removed by ``remove``."""
 
-    def __init__(self, settings: Settings, job: str, instance: str, port: int, *, path: str) -> None:
+    def __init__(
+        self, settings: Settings, job: str, instance: str, port: int, *, path: str, host: str | None = None
+    ) -> None:
         folder = targets_dir(settings)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{job}-{instance}-{os.getpid()}.json"
         labels = {"job": job, "notify_instance": instance, "__metrics_path__": path}
-        entry: list[dict[str, Any]] = [{"targets": [f"{_host(settings)}:{port}"], "labels": labels}]
+        # ``host``: where the endpoint listens when that is not metrics_host (the API's own port).
+        address = _host(settings.metrics_host if host is None else host)
+        entry: list[dict[str, Any]] = [{"targets": [f"{address}:{port}"], "labels": labels}]
         # Written aside and renamed, so Prometheus never reads half a file.
         scratch = self.path.with_suffix(".tmp")
         scratch.write_text(json.dumps(entry), "utf-8")
@@ -44,8 +56,7 @@ class TargetFile:
         self.path.unlink(missing_ok=True)
 
 
-def _host(settings: Settings) -> str:
-    host = settings.metrics_host
+def _host(host: str) -> str:
     if host in ("0.0.0.0", ""):  # noqa: S104 - the address to scrape, not one we bind
         host = "127.0.0.1"
     return f"[{host}]" if ":" in host else host
@@ -78,6 +89,22 @@ def serve_metrics(metrics: Metrics, settings: Settings, *, job: str, instance: s
     if not settings.metrics_enabled:
         return None
     return MetricsEndpoint(metrics, settings, job=job, instance=instance)
+
+
+@contextlib.contextmanager
+def served_instruments(settings: Settings, *, job: str, instance: str) -> Iterator[Instruments]:
+    """A process's ``Instruments`` (``job`` is also its service name), served at ``/metrics`` and
+    registered for Prometheus while the block runs; no-ops and no endpoint when metrics are off."""
+    instruments = Instruments.from_settings(settings, job)
+    endpoint = serve_metrics(instruments.metrics, settings, job=job, instance=instance)
+    if endpoint is not None:
+        log.info("metrics_served", url=endpoint.url, job=job, instance=instance)
+    try:
+        yield instruments
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+        instruments.metrics.shutdown()
 
 
 def free_port() -> int:

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Where the file_sd target files go instead of <cache_dir>/monitoring/targets (a deployment's own
+    # discovery folder, or a test's temporary one). Unset: that default.
+    metrics_targets_dir: Path | None = None
     # Spans for produce, route and deliver; the trace context always travels in Kafka headers.
     tracing_enabled: bool = True
     # OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); unset: spans are not exported.

@@ -7,6 +7,7 @@ uniquely named topics. Topics are created by ``notify topics apply``, never by b
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -78,6 +79,17 @@ class TopicNames:
         for channel in Channel:
             names += [self.channel(channel), *self.retries(channel), self.dlq(channel)]
         return [*names, self.user_changes]
+
+    @functools.cached_property
+    def _base_names(self) -> dict[str, str]:
+        cut = len(self.prefix) + 1
+        return {name: name[cut:] for name in self.all()}
+
+    def base(self, topic: str) -> str:
+        """``topic`` without the prefix (``requests``, ``ios.retry.10s``, ``events``), ``other`` for a
+        topic that is not the pipeline's: a metric label that stays bounded whatever the prefix (tests
+        run on random ones)."""
+        return self._base_names.get(topic, "other")
 
 
 @dataclass(frozen=True)

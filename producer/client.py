@@ -12,6 +12,11 @@ top. librdkafka's own report, with its reason (``_MSG_TIMED_OUT``, ``UNKNOWN_TOP
 what the caller sees whenever it arrives within the budget: see ``_message_timeout_ms``. A send that timed
 out may still be stored by the broker (as with any timeout); the router deduplicates on
 ``notification_id`` and ``idempotency_key``.
+
+Traces: each request gets a ``send <topic>`` PRODUCER span of its own, a child of the caller's current
+span, made through the OpenTelemetry API only (the application's tracer provider is used, none is
+installed here); its record carries that span's context in a ``traceparent`` header. A request sent
+alone or in a batch thus has a context of its own: a trace of its own when the caller has no span.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from types import TracebackType
 from typing import Any, Self
 
 import confluent_kafka
+from opentelemetry.trace import Span, SpanKind
 
 from notify_core.codec import CONTENT_TYPE_HEADERS, REQUEST, AvroCodec, default_codec
 from notify_core.exceptions import DeliveryError
 from notify_core.kafka_clients import make_producer
 from notify_core.settings import Settings
 from notify_core.topics import topic_names
-from notify_core.tracing import trace_headers
+from notify_core.tracing import TRACER, mark_error, messaging_attributes, trace_headers
 from producer.models import NotificationRequest
 
 RequestLike = NotificationRequest | Mapping[str, Any]
@@ -148,10 +154,9 @@ class NotificationClient:
         with _cyclic_gc_paused():
             valid = [NotificationRequest.parse(r, index=i) for i, r in enumerate(requests)]
             batch = _Batch(len(valid))
-            headers = self._headers()  # one trace context for the whole batch
             handed_over = len(valid)
             for index, request in enumerate(valid):
-                if not self._produce(request, headers, functools.partial(batch.done, index), budget):
+                if not self._produce(request, functools.partial(batch.done, index), budget):
                     handed_over = index  # the queue stayed full for the whole budget: send no more
                     break
         batch.finished.wait(max(budget.left, 0.0))
@@ -236,20 +241,25 @@ class NotificationClient:
                 else:
                     future.set_result(outcome)
 
-        if not self._produce(request, self._headers(), resolve, budget):
+        if not self._produce(request, resolve, budget):
             raise self._queue_full_error()
         # A lone send should not wait out linger.ms: ask librdkafka to send what is queued now.
         self._producer.flush(0)
         return future
 
-    @staticmethod
-    def _headers() -> list[tuple[str, str | bytes | None]]:
-        return [*CONTENT_TYPE_HEADERS, *trace_headers()]
+    def _span(self, notification_id: str, size: int) -> Span:
+        """The request's own ``send`` PRODUCER span, a child of the caller's current span (if any), so
+        that each request of a batch has a context of its own; it ends with the broker's answer."""
+        span = TRACER.start_span(f"send {self._topic}", kind=SpanKind.PRODUCER)
+        if span.is_recording():
+            span.set_attributes(messaging_attributes("send", self._topic))
+            span.set_attribute("messaging.message.body.size", size)
+            span.set_attribute("notify.notification_id", notification_id)
+        return span
 
     def _produce(
         self,
         request: NotificationRequest,
-        headers: list[tuple[str, str | bytes | None]],
         on_result: Callable[[SendResult | DeliveryError], None],
         budget: _Budget,
     ) -> bool:
@@ -258,14 +268,21 @@ class NotificationClient:
             raise RuntimeError("NotificationClient is closed")
         notification_id = str(request.notification_id)
         value = self._codec.encode(REQUEST, request.to_avro())
+        span = self._span(notification_id, len(value))
+        headers = [*CONTENT_TYPE_HEADERS, *trace_headers(span)]
 
         def on_delivery(err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message) -> None:
             if err is not None:
+                mark_error(span, err.name())
+                span.end()
                 on_result(self._delivery_error(err, notification_id))
             else:
-                on_result(
-                    SendResult(notification_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-                )
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if span.is_recording():
+                    span.set_attribute("messaging.destination.partition.id", str(partition))
+                    span.set_attribute("messaging.kafka.offset", offset)
+                span.end()
+                on_result(SendResult(notification_id, msg.topic() or "", partition, offset))
 
         key = request.user_id.encode()
         while True:
@@ -278,7 +295,13 @@ class NotificationClient:
                 # The local queue is full: let delivery reports drain it, then try again. The clock is
                 # read only here, so the common path costs nothing per record.
                 if not budget.pause(_QUEUE_FULL_PAUSE_S):
+                    mark_error(span, "_QUEUE_FULL")
+                    span.end()
                     return False
+            except BaseException as exc:
+                mark_error(span, exc)
+                span.end()
+                raise
 
     def _poll_forever(self) -> None:
         while not self._closed.is_set():

@@ -40,6 +40,7 @@ def channel_message(channel: Channel, target: str, **overrides: Any) -> dict[str
         "not_before": None,
         "expires_at": now + timedelta(hours=1),
         "created_at": now,
+        "requested_at": now,
     }
     return base | overrides
 

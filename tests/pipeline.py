@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from notify_core.kafka_clients import make_admin
@@ -27,7 +27,7 @@ from notify_core.topics import Channel
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
 from sandboxes.apns import ApnsSandbox
-from sandboxes.faults import Recorder
+from sandboxes.faults import FaultPlan, Recorder
 from sandboxes.fcm import FcmSandbox
 from sandboxes.smtp import SmtpSandbox
 from sandboxes.sns import SnsSandbox
@@ -40,6 +40,7 @@ KEY_ID, TEAM_ID = "KEYID12345", "TEAM123456"
 class Sandboxes:
     env: dict[str, str]  # NOTIFY_* settings pointing every provider at its sandbox
     recorders: dict[Channel, Recorder]
+    faults: dict[Channel, FaultPlan] = field(default_factory=dict)  # each sandbox's injected errors
 
     def delivered(self) -> Counter[str]:
         """Accepted sends per target, every channel together."""
@@ -83,7 +84,13 @@ def sandboxes(workdir: Path) -> Iterator[Sandboxes]:
             Channel.SMS: sns.recorder,
             Channel.EMAIL: smtp.recorder,
         }
-        yield Sandboxes(env, recorders)
+        faults = {
+            Channel.IOS: apns.sandbox.faults,
+            Channel.ANDROID: fcm.faults,
+            Channel.SMS: sns.faults,
+            Channel.EMAIL: smtp.faults,
+        }
+        yield Sandboxes(env, recorders, faults)
 
 
 class Process:

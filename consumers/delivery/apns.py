@@ -60,6 +60,7 @@ from h2.exceptions import ProtocolError
 
 from consumers.delivery.outcome import Outcome
 from notify_core.settings import Settings
+from notify_core.tracing import http_response, provider_call
 
 # Apple's limit for an alert (VoIP may take 5120; we send alerts only). Apple answers 413
 # PayloadTooLarge; we refuse before sending, with the same reason, so no retry is spent on it.
@@ -263,6 +264,10 @@ class _Pool(APNsKeyConnectionPool):
                 await asyncio.wait(stuck, timeout=grace_s)
 
 
+# The provider call's span: the path's shape, never the device token in it.
+_CALL_ATTRIBUTES = {"http.request.method": "POST", "url.template": "/3/device/{device_token}"}
+
+
 class ApnsAdapter:
     """Sends alerts to one APNs endpoint (``https://host[:port]``) with one token-signing key."""
 
@@ -336,7 +341,14 @@ class ApnsAdapter:
         )
         header = self._token.get_header()
         try:
-            result = await asyncio.wait_for(self._send(request), self._timeout_s)
+            with provider_call(
+                "POST apns",
+                server_address=self._protocol_class.APNS_SERVER,
+                server_port=self._protocol_class.APNS_PORT,
+                attributes=_CALL_ATTRIBUTES,
+            ) as call:
+                result = await asyncio.wait_for(self._send(request), self._timeout_s)
+                http_response(call, result.status)
         except _TRANSPORT_ERRORS as exc:
             return classify_exception(exc)
         outcome = classify(

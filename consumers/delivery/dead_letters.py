@@ -27,6 +27,7 @@ from notify_core.kafka_async import AsyncProducer
 from notify_core.records import Record, read_records
 from notify_core.settings import Settings
 from notify_core.topics import Channel, topic_names
+from notify_core.tracing import only_trace_headers
 
 log = structlog.get_logger(__name__)
 
@@ -175,6 +176,7 @@ async def replay(
         topic = names.requests if source == "requests" else names.events
         for item in items:
             headers: list[tuple[str, str | bytes | None]] = [("replayed-from", item.record.topic.encode())]
+            headers += only_trace_headers(item.record.headers)  # the replay goes on in the same trace
             outputs.append((topic, item.letter["payload"], item.letter["key"], headers))
     else:
         messages = [replay_message(item.letter) for item in items]
@@ -184,6 +186,7 @@ async def replay(
         topic = names.channel(Channel(source))
         for item, message in zip(items, messages, strict=True):
             headers = [("replayed-from", item.record.topic.encode())]
+            headers += only_trace_headers(item.record.headers)
             outputs.append((topic, codec.encode(CHANNEL_MESSAGE, message), item.letter["key"], headers))
     producer = AsyncProducer(settings)
     try:

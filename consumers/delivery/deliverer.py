@@ -25,17 +25,21 @@ from consumers.delivery import effects as fx
 from consumers.delivery.backoff import BackoffPolicy
 from consumers.delivery.decide import Action, Step, next_step
 from consumers.delivery.delivery_log import Claim, ClaimResult, DeliveryLog
+from consumers.delivery.metrics import FAILED, SKIPPED, DeliveryMetrics
 from consumers.delivery.outcome import Outcome
 from consumers.delivery.rate_limit import TokenBucket
 from consumers.delivery.retry_wait import tier_for
+from consumers.delivery.spans import note_attempt
 from notify_core.codec import CHANNEL_MESSAGE, CONTENT_TYPE_HEADERS, DEAD_LETTER, EVENT, default_codec
 from notify_core.events import Failure, dead_letter, event
+from notify_core.instruments import Instruments
 from notify_core.kafka_async import AsyncProducer, Headers
 from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
 from notify_core.stats import LATENCY_SAMPLES
 from notify_core.topics import Channel, topic_names
+from notify_core.tracing import trace_headers, without_trace_headers
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -98,6 +102,7 @@ class Deliverer:
         clock: Callable[[], datetime],
         rng: random.Random,
         stats: WorkerStats,
+        instruments: Instruments | None = None,
     ) -> None:
         self._settings, self._channel, self._adapter = settings, channel, adapter
         self._log, self._provider, self._deactivate = delivery_log, provider, deactivate
@@ -112,6 +117,7 @@ class Deliverer:
             max_attempts=settings.delivery_max_attempts,
         )
         self._bucket = TokenBucket(send_rate(settings, channel))
+        self.metrics = DeliveryMetrics(instruments or Instruments.disabled(), self._names, channel, provider)
         self.database = Outage("database")
         # Deliveries this process is working on: a second copy (redelivered after a rebalance while
         # the first waits out an outage past its lease) must not claim the lease again from here.
@@ -158,6 +164,7 @@ class Deliverer:
             await self._run(job, fx.on_internal_error())
         except Exception as again:  # not even a dead letter fits: say so, move on
             log.error("dead_letter_failed", error=str(again)[:500], **where)
+            self.metrics.ended(FAILED)
 
     async def until_ok(self, call: Callable[[], Awaitable[T]], outage: Outage) -> T:
         """``call()`` until it succeeds, waiting out outages of ``outage``'s dependency.
@@ -187,7 +194,7 @@ class Deliverer:
     async def _do(self, job: _Job, effect: fx.Effect) -> fx.Plan:
         match effect:
             case fx.Pace():
-                await self._bucket.acquire()
+                self.metrics.paced(await self._bucket.acquire())
             case fx.Claim():
                 message = _need(job.message)
                 ids = message["delivery_id"], message["notification_id"], self._channel.value
@@ -201,6 +208,7 @@ class Deliverer:
                 return fx.on_claim(job.claim.result)
             case fx.Skip():
                 self.stats.skipped_done += 1
+                self.metrics.ended(SKIPPED)
             case fx.Send():
                 outcome, step = await self._send(job)
                 return fx.after_call(step, outcome.status, can_deactivate=self._deactivate is not None)
@@ -228,7 +236,8 @@ class Deliverer:
         message, claim = _need(job.message), _need(job.claim)
         began = time.perf_counter()
         self.stats.first_send_at = self.stats.first_send_at or time.monotonic()
-        outcome = job.outcome = await self._adapter.send(message)
+        with self.metrics.call() as call:
+            outcome = job.outcome = call.outcome = await self._adapter.send(message)
         job.latency = time.perf_counter() - began
         self.stats.send_seconds.append(job.latency)
         step = job.step = next_step(
@@ -241,6 +250,7 @@ class Deliverer:
         )
         now = job.now = self._clock()  # what every record and the mark of this outcome carry
         job.attempts, job.first_failed_at = claim.attempts, claim.first_failed_at or now
+        note_attempt(claim.attempts, outcome, step)
         return outcome, step
 
     async def _mark(self, job: _Job, status: fx.MarkStatus) -> None:
@@ -254,6 +264,10 @@ class Deliverer:
         marked = await self.until_ok(call, self.database)
         self.stats.sent += status is fx.MarkStatus.SENT
         self.stats.retried += status is fx.MarkStatus.RETRYING
+        if status is fx.MarkStatus.SENT:
+            self.metrics.delivered(_need(job.message).get("requested_at"), now)
+        elif status is fx.MarkStatus.RETRYING:
+            self.metrics.retried(_need(job.step).error_type)
         if not marked:
             # Our lease lapsed and another worker claimed the delivery: its row is its own now.
             self.stats.lease_lost += 1
@@ -264,6 +278,7 @@ class Deliverer:
     ) -> None:
         """Produce and wait for the broker's ack, riding out broker outages (same bytes every try)."""
         await self.until_ok(lambda: job.producer.produce(topic, value, key, headers), self.broker)
+        self.metrics.produced(topic)
 
     async def _retry_copy(self, job: _Job, busy: bool) -> None:
         message = _need(job.message)
@@ -294,10 +309,13 @@ class Deliverer:
             first_failed_at=job.first_failed_at,
         )
         # The letter's own (bounded) key, and no copy of the original headers: those are inside the
-        # letter, and a huge key or header must not make the letter itself too large to produce.
+        # letter, and a huge key or header must not make the letter itself too large to produce. Only
+        # the (bounded) trace context of this delivery's span.
         value = self._codec.encode(DEAD_LETTER, letter)
-        await self._produce(job, self._dlq_topic, value, letter["key"], CONTENT_TYPE_HEADERS)
+        headers = [*CONTENT_TYPE_HEADERS, *trace_headers()]
+        await self._produce(job, self._dlq_topic, value, letter["key"], headers)
         self.stats.dead_lettered += 1
+        self.metrics.dead_lettered(step.error_type)
 
     async def _event(self, job: _Job, kind: fx.EventType) -> None:
         message = _need(job.message)
@@ -361,9 +379,11 @@ def _where(record: Record) -> dict[str, Any]:
 
 
 def _carried_headers(record: Record) -> list[tuple[str, str | bytes | None]]:
-    """The headers a record's offspring carry: ours, plus every original one (``traceparent``...)."""
+    """The headers a record's offspring carry: ours, every original one but its trace context, and the
+    current span's context instead (the delivery's: a retry continues the trace from this attempt)."""
     carried: list[tuple[str, str | bytes | None]] = list(CONTENT_TYPE_HEADERS)
-    carried += [(k, v) for k, v in record.headers if k != "content-type"]
+    carried += [(k, v) for k, v in without_trace_headers(record.headers) if k != "content-type"]
+    carried += trace_headers()
     return carried
 
 

@@ -56,6 +56,7 @@ from consumers.delivery.outcome import Outcome
 from notify_core.exceptions import ConfigError
 from notify_core.settings import Settings
 from notify_core.topics import Channel
+from notify_core.tracing import provider_call
 from notify_core.tracking import Purpose, TrackedDelivery, TrackingSigner, unsubscribe_url
 
 __all__ = [
@@ -164,7 +165,13 @@ class EmailAdapter:
         message_id = str(mail["Message-ID"])
         progress = _Progress()
         try:
-            await self._transmit(mail.as_bytes(), str(message["target"]), progress)
+            with provider_call(
+                "smtp send",
+                server_address=self._host,
+                server_port=self._port,
+                attributes={"network.protocol.name": "smtp"},
+            ):
+                await self._transmit(mail.as_bytes(), str(message["target"]), progress)
         except SEND_ERRORS as exc:
             outcome = classify_exception(exc)
             if progress.stage == "data" and outcome.reason in ("timeout", "connection_error"):

@@ -49,6 +49,7 @@ from google.oauth2 import service_account
 
 from consumers.delivery.outcome import Outcome
 from notify_core.settings import Settings
+from notify_core.tracing import http_call, http_response
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -367,9 +368,11 @@ class FcmAdapter:
         for _ in range(2):  # a second try only after a 401 made us drop the token
             token = await self.token.get()
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            async with session.post(self.url, data=payload, headers=headers) as response:
-                body = await response.read()
-                outcome = classify(response.status, body, response.headers)
+            with http_call("POST fcm", self.url, "/v1/projects/{project}/messages:send") as call:
+                async with session.post(self.url, data=payload, headers=headers) as response:
+                    body = await response.read()
+                    outcome = classify(response.status, body, response.headers)
+                http_response(call, response.status)
             if response.status != 401 or outcome.reason != _UNAUTHENTICATED:
                 return outcome
             self.token.invalidate(token)

@@ -35,11 +35,16 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Take a token; the seconds spent waiting for it (behind earlier waiters too), 0.0 if none."""
         if self.rate == 0:
-            return
+            return 0.0
+        queued = self._lock.locked()
+        began = self._clock()
         async with self._lock:
             delay = self.wait_time()
+            waited = queued or delay > 0
             while delay > 0:  # pacing by time: there is no event to wait for
                 await asyncio.sleep(delay)
                 delay = self.wait_time()
+        return self._clock() - began if waited else 0.0

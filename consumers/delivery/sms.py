@@ -23,6 +23,7 @@ Why it looks like this (botocore 1.44, SNS facts in the shared provider notes, s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import re
@@ -46,6 +47,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumers.delivery.outcome import Outcome
 from notify_core.settings import Settings
+from notify_core.tracing import http_call, http_response
 
 SmsType = Literal["Transactional", "Promotional"]
 
@@ -247,10 +249,15 @@ class SmsAdapter:
             return Outcome.permanent("invalid_message", detail=str(exc))
         loop = asyncio.get_running_loop()
         try:
-            # A cancelled send cannot stop the thread: the SMS may still go out.
-            response = await loop.run_in_executor(
-                self._executor, functools.partial(self._client.publish, **args)
-            )
+            with http_call("POST sns", str(self._client.meta.endpoint_url), "/") as call:
+                # A cancelled send cannot stop the thread: the SMS may still go out. In this delivery's
+                # context, so botocore's log lines carry its ids and trace.
+                publish = functools.partial(contextvars.copy_context().run, self._client.publish, **args)
+                response = await loop.run_in_executor(self._executor, publish)
+                http_response(
+                    call,
+                    (cast(Mapping[str, Any], response).get("ResponseMetadata") or {}).get("HTTPStatusCode"),
+                )
         except (ClientError, BotoCoreError) as exc:
             return classify_exception(exc)
         message_id = cast(Mapping[str, Any], response).get("MessageId")

@@ -36,11 +36,13 @@ from consumers.delivery.delivery_log import DeliveryLog
 from consumers.delivery.message_check import check_message
 from consumers.delivery.offsets import OffsetTracker
 from consumers.delivery.retry_wait import counts_as_busy, due_at
+from consumers.delivery.spans import delivery_span
 from notify_core.burst import BurstStop
 from notify_core.codec import CHANNEL_MESSAGE, default_codec
 from notify_core.events import Failure
 from notify_core.exceptions import DecodeError
 from notify_core.fencing import RebuildBudget
+from notify_core.instruments import Instruments
 from notify_core.kafka_async import AsyncProducer
 from notify_core.kafka_clients import fatal_error, make_consumer, translate
 from notify_core.outage import is_outage
@@ -68,6 +70,7 @@ class Worker:
         group: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        instruments: Instruments | None = None,
     ) -> None:
         self._settings, self._channel, self._adapter = settings, channel, adapter
         self._log, self._clock = delivery_log, clock
@@ -87,7 +90,9 @@ class Worker:
             clock=clock,
             rng=rng or random.Random(),  # noqa: S311 - jitter, not secrets
             stats=self.stats,
+            instruments=instruments,
         )
+        self._metrics = self._deliverer.metrics
         self.database, self.broker = self._deliverer.database, self._deliverer.broker
         self._tracker = OffsetTracker()
         self._tracker_lock = threading.Lock()  # rebalance callbacks touch it from the Kafka thread
@@ -132,6 +137,7 @@ class Worker:
                         continue
                     if messages:
                         burst.activity(time.monotonic(), consumed=True)
+                        self._metrics.consumed(m.topic() or "" for m in messages if m.error() is None)
                         await self._dispatch(messages, consumer, producer, on_kafka)
                 else:
                     await asyncio.sleep(0.005)
@@ -140,6 +146,7 @@ class Worker:
                     burst.activity(now)
                 if now - last_commit >= COMMIT_EVERY_S:
                     await self._commit(consumer, on_kafka)
+                    self._metrics.flush()  # the counts tallied since, to the SDK: once a second
                     last_commit = now
                 if now - last_prune >= self._settings.prune_every_s:
                     self._spawn_prune()
@@ -160,6 +167,7 @@ class Worker:
             await asyncio.to_thread(producer.close)
             await on_kafka(consumer.close)
             kafka.shutdown(wait=True)
+            self._metrics.flush()
         log.info("worker_stopped", channel=self._channel.value, **self.stats.counts())
         if self._failure is not None:
             raise self._failure
@@ -234,7 +242,8 @@ class Worker:
         self, record: Record, message: dict[str, Any] | None, failure: Failure | None, producer: AsyncProducer
     ) -> None:
         try:
-            await self._deliverer.deliver(record, message, failure, producer)
+            with delivery_span(record, message, group=self.group):
+                await self._deliverer.deliver(record, message, failure, producer)
         except Exception as exc:  # fatal (fenced, misconfigured): stop, leave the record uncommitted
             log.error("worker_stopping", error=f"{type(exc).__name__}: {exc}"[:500])
             self._failure = self._failure or exc

@@ -34,9 +34,11 @@ import structlog
 
 from consumers.router.batch import Lookups, Parsed, Rejected, parse_records, plan_batch
 from consumers.router.exceptions import RenderInterrupted, RouterError
+from consumers.router.metrics import RouterMetrics
 from consumers.router.policy import cap_key
 from consumers.router.positions import rewind, seek, seek_after
 from consumers.router.render import Renderer
+from consumers.router.spans import RecordSpans, TraceHeaders
 from consumers.router.state import RouterState
 from consumers.router.txn import (
     TXN_TIMEOUT_S,
@@ -51,6 +53,7 @@ from notify_core.codec import REQUEST, default_codec
 from notify_core.events import Failure
 from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.fencing import RebuildBudget
+from notify_core.instruments import Instruments
 from notify_core.kafka_clients import fatal_error, make_consumer, translate
 from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
@@ -114,9 +117,11 @@ class Router:
         repository: UserDataRepository,
         *,
         clock: Callable[[], datetime] = utc_now,
+        instruments: Instruments | None = None,
     ) -> None:
         self._settings = settings
         self._names = topic_names(settings)
+        self._metrics = RouterMetrics(instruments or Instruments.disabled(), self._names)
         self._codec = default_codec()
         self._repo = repository
         self._connect = connect
@@ -167,6 +172,7 @@ class Router:
                     continue
                 records = [Record.from_message(m) for m in messages if self._usable(m)]
                 if records:
+                    self._metrics.consumed(len(records))
                     self._handle(records, consumer)
                     burst.activity(time.monotonic(), consumed=True)
                 if time.monotonic() - last_release >= RELEASE_EVERY_S:
@@ -237,7 +243,8 @@ class Router:
         committed it is moved past them, or they would be read and routed a second time.
         """
         try:
-            self._process(records, consumer)
+            with RecordSpans(records, group=self._settings.router_group) as spans:
+                self._process(records, consumer, spans)
         except RenderInterrupted:
             # Stopping mid-render: nothing was committed, the batch is read again after restart.
             log.warning("router_batch_interrupted", records=len(records))
@@ -269,7 +276,8 @@ class Router:
     def _narrow(self, records: Sequence[Record], consumer: confluent_kafka.Consumer, exc: Exception) -> bool:
         """Halve the batch until the record that raised is alone; it is then dead-lettered."""
         if len(records) == 1:
-            return self._dead_letter_alone(records[0], consumer, exc)
+            with RecordSpans(records, group=self._settings.router_group) as spans, spans.current(records[0]):
+                return self._dead_letter_alone(records[0], consumer, exc, spans)
         log.warning("router_batch_narrowing", records=len(records), error_type=type(exc).__name__)
         middle = len(records) // 2
         first, rest = records[:middle], records[middle:]
@@ -280,7 +288,7 @@ class Router:
         return False
 
     def _dead_letter_alone(
-        self, record: Record, consumer: confluent_kafka.Consumer, error: Exception
+        self, record: Record, consumer: confluent_kafka.Consumer, error: Exception, spans: RecordSpans
     ) -> bool:
         """The one record that made its batch fail, dead-lettered as internal_error in a transaction."""
         self.stats.internal_errors += 1
@@ -303,7 +311,7 @@ class Router:
         )
         outputs = [(o.topic, o.key, self._codec.encode(o.schema, o.record)) for o in plan.outputs]
         try:
-            self._commit(consumer, outputs, [record])
+            self._commit(consumer, outputs, [record], traces=[spans.headers(record)] * len(outputs))
         except ProducerReplaced:
             self._rewind_to_committed(consumer)
             return False
@@ -311,13 +319,17 @@ class Router:
             # A dead letter is bounded, so this is the broker, not the letter: try again later.
             self._abort(consumer, exc)
             return False
+        self._metrics.decided([Rejected(record, failure)], plan)
         seek_after(consumer, [record])
         return True
 
-    def _process(self, records: Sequence[Record], consumer: confluent_kafka.Consumer) -> None:
+    def _process(
+        self, records: Sequence[Record], consumer: confluent_kafka.Consumer, spans: RecordSpans
+    ) -> None:
         began = time.monotonic()
         now = self._clock()
         items = parse_records(records, lambda data: self._codec.decode(data, REQUEST))
+        spans.parsed(items)
         parsed = [i for i in items if isinstance(i, Parsed)]
         conn = self._connection()
         state = self._state(conn)
@@ -333,8 +345,9 @@ class Router:
                 tracking=self._tracking,
             )
             immediate: list[Produced] = []
+            traces: list[TraceHeaders] = []  # each immediate output's: its request's span context
             deferred = []
-            for out in plan.outputs:
+            for out, origin in zip(plan.outputs, plan.origins, strict=True):
                 value = self._codec.encode(out.schema, out.record)
                 if len(value) > MAX_OUTPUT_BYTES:
                     # Checked before anything is written: the broker would refuse it, and a deferred
@@ -344,12 +357,17 @@ class Router:
                     )
                 if out.deliver_at is None:
                     immediate.append((out.topic, out.key, value))
+                    traces.append(spans.headers(origin))
                 else:
-                    deferred.append((out.record["delivery_id"], out.deliver_at, out.topic, out.key, value))
+                    trace = spans.traceparent(origin)  # kept with the row: the release carries it
+                    deferred.append(
+                        (out.record["delivery_id"], out.deliver_at, out.topic, out.key, value, trace)
+                    )
             state.record(plan.seen_rows, plan.cap_rows, deferred, now, outcome_rows=plan.outcome_rows)
         # The database commits first: if the Kafka commit below fails, the batch is replayed and
         # every state write above is keyed to be a no-op the second time.
-        self._commit(consumer, immediate, records)
+        self._commit(consumer, immediate, records, traces=traces)
+        self._metrics.decided(items, plan)
         finished = time.monotonic()
         self.stats.batches += 1
         self.stats.records += len(records)
@@ -376,14 +394,20 @@ class Router:
 
     # --- Kafka ----------------------------------------------------------------------------------
     def _commit(
-        self, consumer: confluent_kafka.Consumer, outputs: Sequence[Produced], records: Sequence[Record]
+        self,
+        consumer: confluent_kafka.Consumer,
+        outputs: Sequence[Produced],
+        records: Sequence[Record],
+        *,
+        traces: Sequence[TraceHeaders] = (),
     ) -> None:
         next_offsets: dict[tuple[str, int], int] = {}
         for record in records:
             where = (record.topic, record.partition)
             next_offsets[where] = max(next_offsets.get(where, 0), record.offset + 1)
         offsets = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-        self._txn.commit(outputs, offsets, consumer.consumer_group_metadata())
+        self._txn.commit(outputs, offsets, consumer.consumer_group_metadata(), traces=traces)
+        self._metrics.produced(topic for topic, _, _ in outputs)
 
     def _abort(self, consumer: confluent_kafka.Consumer, exc: confluent_kafka.KafkaException) -> None:
         err = exc.args[0]
@@ -494,7 +518,11 @@ class Router:
                 return 0
             # Kafka commits before the rows are marked: a crash in between re-releases them, and the
             # channel workers' delivery log (keyed by delivery_id) keeps the user from a second copy.
-            self._txn.commit([(m.topic, m.key, m.value) for m in due])
+            self._txn.commit(
+                [(m.topic, m.key, m.value) for m in due],
+                traces=[[("traceparent", m.traceparent.encode())] if m.traceparent else [] for m in due],
+            )
+            self._metrics.produced(m.topic for m in due)
             state.mark_released([m.delivery_id for m in due], now)
         self.stats.released += len(due)
         return len(due)

@@ -88,6 +88,12 @@ class BatchPlan:
     # One per request that parsed, for the status endpoint; undecodable records have no id to file under.
     outcome_rows: list[OutcomeRow] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # origins[i]: the request record outputs[i] was planned for (its trace context goes with it).
+    origins: list[Record] = field(default_factory=list)
+
+    def _own(self, record: Record) -> None:
+        """The outputs added since the last call are ``record``'s."""
+        self.origins.extend([record] * (len(self.outputs) - len(self.origins)))
 
 
 def route_request(request: NotificationRequest) -> RouteRequest:
@@ -120,6 +126,7 @@ def plan_batch(
     for item in items:
         if isinstance(item, Rejected):
             emit.reject(item.record, item.failure, None)
+            plan._own(item.record)
             continue
         mark = _Mark.of(plan)
         try:
@@ -136,6 +143,7 @@ def plan_batch(
         # Summed up from the events this request emitted, whichever path it took above.
         events = [o.record for o in plan.outputs[mark.outputs :] if o.schema == EVENT]
         plan.outcome_rows.append(outcome_of(item.request, item.position, events))
+        plan._own(item.record)
     return plan
 
 
@@ -262,6 +270,7 @@ def _messages(
             "not_before": None,
             "expires_at": req.expires_at,
             "created_at": emit.now,
+            "requested_at": req.created_at,  # the worker's request-to-provider latency starts here
         }
         if tracking is not None:  # per target: one render serves several deliveries, each its own tokens
             record = with_tracking(

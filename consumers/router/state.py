@@ -29,6 +29,7 @@ class DueMessage:
     topic: str
     key: bytes | None
     value: bytes
+    traceparent: str | None = None  # the deferring request's trace context, carried on at release
 
 
 class RouterState:
@@ -81,7 +82,8 @@ class RouterState:
         self,
         seen_rows: Sequence[tuple[str, int, int]],
         cap_rows: Sequence[tuple[str, str, str, str]],
-        deferred_rows: Sequence[tuple[str, datetime, str, bytes | None, bytes]],
+        # delivery id, due at, topic, key, value, traceparent
+        deferred_rows: Sequence[tuple[str, datetime, str, bytes | None, bytes, str | None]],
         now: datetime,
         outcome_rows: Sequence[OutcomeRow] = (),
     ) -> None:
@@ -105,8 +107,9 @@ class RouterState:
                 )
             if deferred_rows:
                 cur.executemany(
-                    "insert into router_deferred (delivery_id, due_at, topic, msg_key, msg_value, created_at)"
-                    " values (%s, %s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
+                    "insert into router_deferred"
+                    " (delivery_id, due_at, topic, msg_key, msg_value, traceparent, created_at)"
+                    " values (%s, %s, %s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
                     [(*row, now) for row in deferred_rows],
                 )
             if outcome_rows:
@@ -155,13 +158,19 @@ class RouterState:
     def due(self, now: datetime, limit: int) -> list[DueMessage]:
         """Deferred messages whose time has come, locked for this transaction (others skip them)."""
         rows = self._conn.execute(
-            "select delivery_id, topic, msg_key, msg_value from router_deferred"
+            "select delivery_id, topic, msg_key, msg_value, traceparent from router_deferred"
             " where released_at is null and due_at <= %s order by due_at limit %s for update skip locked",
             (now, limit),
         ).fetchall()
         return [
-            DueMessage(str(d), str(t), bytes(k) if k is not None else None, bytes(v))  # type: ignore[call-overload]
-            for d, t, k, v in rows
+            DueMessage(
+                str(d),
+                str(t),
+                bytes(k) if k is not None else None,  # type: ignore[call-overload]
+                bytes(v),  # type: ignore[call-overload]
+                str(p) if p is not None else None,
+            )
+            for d, t, k, v, p in rows
         ]
 
     def mark_released(self, delivery_ids: Sequence[str], now: datetime) -> None:

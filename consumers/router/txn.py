@@ -36,6 +36,7 @@ TXN_TIMEOUT_S = 15.0
 # Past librdkafka's own timeout, a call that has not returned is stuck, not slow.
 DEADLINE_S = TXN_TIMEOUT_S + 10.0
 Produced = tuple[str, bytes | None, bytes]  # topic, key, value
+TraceHeaders = Sequence[tuple[str, bytes]]  # an output's traceparent (notify_core.tracing)
 
 
 class Stopped(RouterError):
@@ -105,14 +106,18 @@ class Transactions:
         outputs: Sequence[Produced],
         offsets: Sequence[confluent_kafka.TopicPartition] = (),
         group: Any = None,
+        *,
+        traces: Sequence[TraceHeaders] = (),
     ) -> None:
-        """``outputs`` (and, with ``group``, the consumed ``offsets``) in one transaction."""
+        """``outputs`` (and, with ``group``, the consumed ``offsets``) in one transaction; ``traces[i]``
+        (when given) are the trace headers of ``outputs[i]``."""
         producer = self._producer
         producer.begin_transaction()
-        for topic, key, value in outputs:
+        for index, (topic, key, value) in enumerate(outputs):
+            headers = [*CONTENT_TYPE_HEADERS, *traces[index]] if index < len(traces) else CONTENT_TYPE_HEADERS
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, headers=CONTENT_TYPE_HEADERS)
+                    producer.produce(topic, value=value, key=key, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.05)

@@ -1,5 +1,6 @@
 """``notify lag`` on the real stack: a stopped worker's lag, in messages and seconds, equal to Kafka's own
-consumer-groups tool, and back to zero when the worker resumes."""
+consumer-groups tool, and back to zero when the worker resumes; meanwhile a real Prometheus scrapes the
+worker and the lag exporter and raises, then clears, the lag alert."""
 
 from __future__ import annotations
 
@@ -16,15 +17,20 @@ import pytest
 from notify_core.codec import CHANNEL_MESSAGE, default_codec
 from notify_core.db.connect import schema_url
 from notify_core.kafka_clients import make_producer
+from notify_core.metrics_server import free_port, targets_dir
 from notify_core.settings import Settings
 from notify_core.stack.kafka_tools import describe_groups
 from notify_core.topics import Channel, topic_names, worker_group
 from sandboxes.messages import channel_message
 from tests.pipeline import Process, sandboxes, wait_for_members, worker
+from tests.prometheus_harness import running_prometheus
 
 pytestmark = pytest.mark.integration
 BACKLOG = 1_000
-AGED_S = 120.0  # the backlog's records are stamped this long ago, so their age is known
+GROUP_LABEL = "messaging_consumer_group_name"
+# The backlog's records are stamped this long ago, so their age is known, and above the 300 s of
+# NotifyConsumerLagHigh (monitoring/alerts.yml).
+AGED_S = 600.0
 
 
 def lag(env: dict[str, str], *groups: str, samples: int = 2) -> dict[str, Any]:
@@ -87,23 +93,29 @@ def until_lag(
 def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
     settings: Settings, db_schema: tuple[Settings, str], tmp_path: Path
 ) -> None:
-    """A worker consumes, then stops; 1,000 records stamped 120 s ago arrive. ``notify lag`` shows 1,000
-    messages of lag, every partition's age ≥ 120 s, status STOPPED, and per partition the same committed
-    offset, log end offset and lag as Kafka's ConsumerGroupCommand. Resumed, the worker brings the lag
-    back to 0 and the status to OK."""
+    """A worker consumes, then stops; 1,000 records stamped 600 s ago arrive. ``notify lag`` shows 1,000
+    messages of lag, every partition's age ≥ 600 s, status STOPPED, and per partition the same committed
+    offset, log end offset and lag as Kafka's ConsumerGroupCommand. A real Prometheus scraping the worker
+    and ``notify lag --serve`` has the worker's deliveries and the group's lag, and its lag alert goes
+    pending. Resumed, the worker brings the lag back to 0 and the status to OK, and the alert clears."""
     group = worker_group(
         settings.model_copy(update={"worker_group_prefix": settings.topic_prefix}), Channel.ANDROID
     )
     users = [f"lag-{i}" for i in range(12)]  # keyed by user: spread over every partition
-    with sandboxes(tmp_path / "sandboxes") as boxes:
+    with sandboxes(tmp_path / "sandboxes") as boxes, running_prometheus(settings, tmp_path / "prom") as prom:
         env = {
             **boxes.env,
             "NOTIFY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "NOTIFY_DATABASE_URL": schema_url(settings, db_schema[1]),
             "NOTIFY_TOPIC_PREFIX": settings.topic_prefix,
             "NOTIFY_WORKER_GROUP_PREFIX": settings.topic_prefix,
-            "NOTIFY_CACHE_DIR": str(tmp_path / "cache"),
+            # Every process registers its /metrics where this test's Prometheus looks.
+            "NOTIFY_METRICS_TARGETS_DIR": str(targets_dir(prom.settings)),
+            "NOTIFY_LAG_WINDOW": "3",
         }
+        exporter = Process(
+            ["lag", group, "--serve", str(free_port()), "--interval", "1"], env, tmp_path / "lag.log"
+        )
 
         def message(i: int) -> dict[str, Any]:
             user = users[i % len(users)]
@@ -113,6 +125,9 @@ def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
         wait_for_members(settings, group, 1)
         produce_aged(settings, [message(i) for i in range(len(users))], int(time.time() * 1000))
         until_lag(env, group, 0, first)
+        on_group = f'{{messaging_consumer_group_name="{group}"}}'
+        prom.wait_for('notify_deliveries_total{job="notify-worker-android",notify_outcome="delivered"}')
+        prom.wait_for(f"notify_consumer_group_lag{on_group} == 0", timeout_s=60)
         assert first.stop() == 0, first.tail()
 
         started = time.time()
@@ -139,10 +154,16 @@ def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
             if behind:
                 assert ours[key]["lag_seconds"] >= AGED_S
         assert sum(row[2] for row in theirs.values()) == BACKLOG
+        prom.wait_for(f"notify_consumer_group_lag{on_group} == {BACKLOG}")
+        alert = prom.wait_for_alert("NotifyConsumerLagHigh", "pending", labels={GROUP_LABEL: group})
+        assert float(alert["value"]) >= AGED_S
 
         second = worker(Channel.ANDROID, env, tmp_path / "worker-2.log")
         caught_up = until_lag(env, group, 0, second)
         assert caught_up["members"] == 1
         assert lag(env, group)["groups"][0]["status"] == "OK"
+        prom.wait_for(f"notify_consumer_group_status{on_group} == 0")
+        prom.wait_for("ALERTS", lambda r: not [a for a in r if a["metric"].get(GROUP_LABEL) == group])
         assert second.stop() == 0, second.tail()
+        assert exporter.stop() == 0, exporter.tail()
     assert sum(boxes.delivered().values()) == len(users) + BACKLOG

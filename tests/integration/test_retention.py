@@ -32,7 +32,7 @@ def test_router_state_past_its_windows_is_pruned_in_bounded_batches(db_schema: t
         state.record([(f"id:old-{i}", 0, i) for i in range(7)], [], [], old)
         state.record([("id:recent", 0, 99)], [], [], recent)
         state.record([], [(f"d-{i}", "u", "sms", "c") for i in range(3)], [], NOW - timedelta(days=2))
-        state.record([], [], [("late", NOW, "t", None, b"v")], NOW)
+        state.record([], [], [("late", NOW, "t", None, b"v", None)], NOW)
         state.mark_released(["late"], NOW - timedelta(days=2))
         conn.commit()
         assert state.prune(NOW, released_retention=timedelta(days=1), limit=5) == 5 + 3 + 1

@@ -36,6 +36,7 @@ from consumers.delivery.effects import (
 from consumers.delivery.outcome import Outcome, Status
 from notify_core.codec import EVENT, default_codec
 from notify_core.events import Failure
+from notify_core.instruments import Instruments
 from notify_core.kafka_async import AsyncProducer
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -345,7 +346,7 @@ RUNS: dict[str, tuple[DeliveryClaim, Outcome, dict[str, Any]]] = {
 
 
 async def run_deliverer(
-    name: str, monkeypatch: pytest.MonkeyPatch, fail_letters: int = 0
+    name: str, monkeypatch: pytest.MonkeyPatch, fail_letters: int = 0, instruments: Instruments | None = None
 ) -> tuple[list[str], WorkerStats]:
     settings = Settings()
     trace = Trace(settings)
@@ -366,10 +367,12 @@ async def run_deliverer(
         clock=lambda: datetime.now(UTC),
         rng=random.Random(7),
         stats=WorkerStats(),
+        instruments=instruments,
     )
 
-    async def pace() -> None:
+    async def pace() -> float:
         trace.calls.append("pace")
+        return 0.0
 
     monkeypatch.setattr(deliverer._bucket, "acquire", pace)
     message = channel_message(Channel.IOS, "ab" * 32)
@@ -379,6 +382,7 @@ async def run_deliverer(
     record = Record(topic="notifications.ios", partition=0, offset=7, key=b"u-1", value=b"")
     producer = cast(AsyncProducer, FakeProducer(trace, fail_letters))
     await deliverer.deliver(record, None if failure else message, failure, producer)
+    deliverer.metrics.flush()
     return trace.calls, deliverer.stats
 
 

@@ -21,6 +21,7 @@ from notify_core.codec import SCHEMA_DIR, default_codec, fingerprint_of
 # The fingerprints of the released versions, as the hand-written CRC-64-AVRO computed them.
 RELEASED = {
     "channel_message.v1.avsc": "a93482fa0a8d9247",
+    "channel_message.v2.avsc": "b7c491716bd1ce3f",
     "dead_letter.v1.avsc": "324cbb8e89ef7cb6",
     "dead_letter.v2.avsc": "34a2d84423531944",
     "notification_event.v1.avsc": "7c70e2fee8f44133",

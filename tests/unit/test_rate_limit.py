@@ -52,3 +52,13 @@ def test_each_channel_has_its_own_rate_and_sms_is_always_paced() -> None:
     assert rates == {Channel.IOS: 5, Channel.ANDROID: 6, Channel.SMS: 8, Channel.EMAIL: 7}
     defaults = Settings()
     assert (send_rate(defaults, Channel.SMS), send_rate(defaults, Channel.IOS)) == (20, 0)
+
+
+@pytest.mark.asyncio
+async def test_acquire_says_how_long_it_waited() -> None:
+    """The worker's rate-limit wait metrics: 0.0 with a token at hand, the time paced otherwise."""
+    assert await TokenBucket(rate=0).acquire() == 0.0
+    bucket = TokenBucket(rate=100, burst=1)
+    assert await bucket.acquire() == 0.0
+    waited = await bucket.acquire()
+    assert 0.005 < waited < 1.0

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from notify_core.codec import DEAD_LETTER, EVENT, SCHEMA_DIR, default_codec
+from notify_core.codec import CHANNEL_MESSAGE, DEAD_LETTER, EVENT, SCHEMA_DIR, default_codec
+from notify_core.topics import Channel
+from sandboxes.messages import channel_message
 from tests.avro_strategies import records
 
 CODEC = default_codec()
@@ -174,3 +176,40 @@ def test_v2_adds_only_optional_documented_fields_and_keeps_v1s() -> None:
         "string",
         {"type": "long", "logicalType": "timestamp-millis"},
     ]
+
+
+# --- channel_message v1 <-> v2: the request's time -------------------------------------------------
+def _channel_message_v1() -> dict[str, Any]:
+    message = channel_message(Channel.IOS, "a" * 64)
+    del message["requested_at"]
+    return message
+
+
+def test_channel_messages_are_written_as_v2_and_read_v1_with_no_request_time() -> None:
+    """Messages already on the channel topics (v1) read as v2 with ``requested_at`` null; a v2
+    message read as v1 (a worker not yet upgraded) drops it."""
+    v1 = _channel_message_v1()
+    assert CODEC.versions(CHANNEL_MESSAGE) == [1, 2]
+    v1_bytes = CODEC.encode(CHANNEL_MESSAGE, v1, version=1)
+    decoded = CODEC.decode(v1_bytes, CHANNEL_MESSAGE)
+    assert decoded["requested_at"] is None
+    assert {k: v for k, v in decoded.items() if k != "requested_at"} == CODEC.decode(
+        v1_bytes, CHANNEL_MESSAGE, version=1
+    )
+    requested = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    encoded = CODEC.encode(CHANNEL_MESSAGE, v1 | {"requested_at": requested})
+    assert encoded[2:10] == CODEC.fingerprint(CHANNEL_MESSAGE, 2)
+    assert CODEC.decode(encoded, CHANNEL_MESSAGE)["requested_at"] == requested
+    assert "requested_at" not in CODEC.decode(encoded, CHANNEL_MESSAGE, version=1)
+
+
+def test_channel_message_v2_adds_only_an_optional_request_time() -> None:
+    """v2 is v1 (same fields and types, same order) plus one null-first union with default null."""
+    v1 = json.loads((SCHEMA_DIR / "channel_message.v1.avsc").read_text())
+    v2 = json.loads((SCHEMA_DIR / "channel_message.v2.avsc").read_text())
+    assert v2["fields"][: len(v1["fields"])] == v1["fields"]
+    added = v2["fields"][len(v1["fields"]) :]
+    assert [f["name"] for f in added] == ["requested_at"]
+    assert added[0]["type"] == ["null", {"type": "long", "logicalType": "timestamp-millis"}]
+    assert added[0]["default"] is None
+    assert added[0]["doc"]
