@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from notify_cli import bench_api, bench_delivery, bench_router, bench_sink
+from notify_cli import bench_api, bench_delivery, bench_observability, bench_router, bench_sink
 from notify_core.codec import REQUEST, default_codec
 from notify_core.kafka_clients import make_admin, make_producer
 from notify_core.settings import Settings
@@ -39,6 +39,7 @@ def register(commands: Any) -> None:
     bench_delivery.register_kind(kinds)
     bench_api.register_kind(kinds)
     bench_sink.register_kind(kinds)
+    bench_observability.register_kind(kinds)
 
 
 def sample_request(i: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from notify_core.kafka_clients import make_consumer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
 from notify_core.topics import Channel, topic_names
+from notify_core.tracing import setup_tracing
 from sandboxes.local import local_provider
 from sandboxes.messages import channel_message, publish
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     channels = [Channel(c) for c in (args.channels or [c.value for c in Channel])]
     # The worker against its sandbox, not an SNS account's send limit: at 20/s pacing is all we'd measure.
     settings = settings.model_copy(update={"sms_max_per_second": UNPACED_SMS_PER_S})
+    setup_tracing(settings, "notify-bench-delivery")  # as `notify worker run` does (NOTIFY_TRACING_ENABLED)
     results: dict[str, Any] = {
         "benchmark": "delivery",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     results["max_in_flight"] = settings.delivery_max_in_flight
     results["sms_max_per_second"] = settings.sms_max_per_second
     results["metrics_enabled"] = settings.metrics_enabled
+    results["tracing_enabled"] = settings.tracing_enabled
     for channel in channels:
         with (
             scratch(settings) as (bench, schema),

@@ -26,6 +26,7 @@ from notify_core.kafka_clients import make_consumer, make_producer
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
 from notify_core.topics import Channel, topic_names
+from notify_core.tracing import setup_tracing
 from notify_core.userdata.models import Template
 from notify_core.userdata.repository import UserDataRepository
 from producer.client import NotificationClient
@@ -69,6 +70,7 @@ def _passthrough(settings: Settings, source: str, sink: str, count: int) -> tupl
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    setup_tracing(settings, "notify-bench-router")  # as `notify router run` does (NOTIFY_TRACING_ENABLED)
     with scratch(settings, router_group=f"bench-router-{uuid.uuid4().hex[:6]}") as (bench, schema):
         names = topic_names(bench)
         pool = make_pool(bench, schema=schema, min_size=1, max_size=2)
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "batch_size": bench.router_batch_size,
         "outputs_per_request": "2 channel messages + 2 events",
         "metrics_enabled": bench.metrics_enabled,
+        "tracing_enabled": bench.tracing_enabled,
         "router": {
             "seconds": round(router_s, 3),
             "requests_per_s": round(args.count / router_s),

@@ -132,7 +132,7 @@ def render_table(found: list[GroupReport], missing: list[str]) -> str:
         s = report.sample
         lines.append(
             f"{s.group}  {report.status.name}  state={s.state} members={s.members}"
-            f"  lag={s.total_lag:,} messages, oldest {s.max_age_s:,.1f}s"
+            f"  lag={s.total_lag:,} messages ({s.total_waiting:,} waiting), oldest {s.max_age_s:,.1f}s"
         )
         lines.append(
             f"  {'TOPIC':<40} {'PART':>4} {'COMMITTED':>12} {'LOG-END':>12} {'LAG':>10} {'LAG-S':>9}"
@@ -141,10 +141,16 @@ def render_table(found: list[GroupReport], missing: list[str]) -> str:
             committed = "-" if p.committed is None else f"{p.committed}"
             lag = "-" if p.lag is None else f"{p.lag}"
             age = "-" if p.age_s is None else f"{p.age_s:.1f}"
+            waiting = "-" if p.waiting is None else f"{p.waiting}"
             lines.append(
-                f"  {p.topic:<40} {p.partition:>4} {committed:>12} {p.log_end:>12} {lag:>10} {age:>9}"
+                f"  {p.topic:<40} {p.partition:>4} {committed:>12} {p.log_end:>12}"
+                f" {lag:>10} {waiting:>8} {age:>9}"
             )
         lines.append("")
     if missing:
         lines.append(f"not found (never consumed, or deleted): {', '.join(missing)}")
+    if found:
+        lines.append(
+            "LAG counts offsets as Kafka's tool does; WAITING leaves out trailing transaction markers."
+        )
     return "\n".join(lines).rstrip() + "\n"

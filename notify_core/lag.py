@@ -14,6 +14,11 @@ status, after Burrow's rules (github.com/linkedin/Burrow/wiki/Consumer-Lag-Evalu
 - the group takes its worst partition's status.
 
 A window of one sample can only say OK or STOPPED: movement needs two looks.
+
+Lag counts offsets, as Kafka's tool does, and a transactional producer's commit marker takes an
+offset: a consumer that read everything of a partition whose last entry is a marker stays one
+behind until the next record comes. Such a partition has nothing ``waiting``; the status goes by
+what waits, so an idle pipeline is OK, not STOPPED by its markers.
 """
 
 from __future__ import annotations
@@ -42,12 +47,19 @@ class PartitionLag:
     log_end: int
     # Seconds since the oldest unconsumed message was written; 0 with no lag; None when unknown.
     age_s: float | None = None
+    # Only transaction markers lie between the committed offset and the end: no record waits.
+    markers_only: bool = False
 
     @property
     def lag(self) -> int | None:
         if self.committed is None:
             return None
         return max(self.log_end - self.committed, 0)
+
+    @property
+    def waiting(self) -> int | None:
+        """The lag less trailing transaction markers: 0 when nothing is left to consume."""
+        return 0 if self.markers_only else self.lag
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,10 @@ class GroupSample:
         return sum(p.lag or 0 for p in self.partitions)
 
     @property
+    def total_waiting(self) -> int:
+        return sum(p.waiting or 0 for p in self.partitions)
+
+    @property
     def max_age_s(self) -> float:
         return max((p.age_s or 0.0 for p in self.partitions), default=0.0)
 
@@ -75,12 +91,12 @@ class GroupSample:
 
 def partition_status(history: Sequence[PartitionLag]) -> Status:
     """Burrow's per-partition rules over one partition's looks, oldest first."""
-    known = [p for p in history if p.lag is not None]
-    if not known or any(p.lag == 0 for p in known):
+    known = [p for p in history if p.waiting is not None]
+    if not known or any(p.waiting == 0 for p in known):
         return Status.OK
     if len(known) < 2:
         return Status.OK
-    lags = [p.lag or 0 for p in known]
+    lags = [p.waiting or 0 for p in known]
     if known[0].committed == known[-1].committed:
         return Status.STALLED
     never_shrank = all(later >= earlier for earlier, later in itertools.pairwise(lags))
@@ -94,7 +110,7 @@ def evaluate(window: Sequence[GroupSample]) -> Status:
     if not window:
         return Status.OK
     latest = window[-1]
-    if latest.members == 0 and latest.total_lag > 0:
+    if latest.members == 0 and latest.total_waiting > 0:
         return Status.STOPPED
     worst = Status.OK
     for current in latest.partitions:
@@ -134,6 +150,7 @@ class GroupReport:
             "state": s.state,
             "members": s.members,
             "total_lag": s.total_lag,
+            "total_waiting": s.total_waiting,
             "max_lag_seconds": round(s.max_age_s, 3),
             "at": s.at,
             "partitions": [
@@ -143,6 +160,7 @@ class GroupReport:
                     "committed_offset": p.committed,
                     "log_end_offset": p.log_end,
                     "lag": p.lag,
+                    "waiting": p.waiting,
                     "lag_seconds": None if p.age_s is None else round(p.age_s, 3),
                 }
                 for p in s.partitions

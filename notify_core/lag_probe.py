@@ -39,6 +39,8 @@ _PROBE_CONF: dict[str, Any] = {
     "isolation.level": "read_uncommitted",
     "enable.auto.commit": False,
     "fetch.wait.max.ms": 50,
+    # The end of a partition is news: reached with no record read, only transaction markers were left.
+    "enable.partition.eof": True,
 }
 
 
@@ -60,17 +62,18 @@ class LagProbe:
         listing = self._admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT_S).result()
         return {g.group_id for g in listing.valid}
 
-    def sample(self, group: str) -> GroupSample | None:
-        """One look at ``group``; None when the broker knows nothing of it."""
+    def sample(self, group: str, *, only: set[str] | None = None) -> GroupSample | None:
+        """One look at ``group`` (at ``only`` these topics, when given); None when the broker knows
+        nothing of it. Offsets it committed on topics deleted since are left out."""
         at = time.time()
         state, members, assigned = self._describe(group)
         committed = self._committed(group)
         if not committed and not members:
             return None
-        keys = sorted(set(committed) | assigned)
-        ends = self._log_ends(keys)
+        ends = self._log_ends(sorted(set(committed) | assigned))
+        keys = sorted(k for k in set(committed) | assigned if k in ends and (only is None or k[0] in only))
         lagging = {k: committed[k] for k in keys if k in committed and ends[k] > committed[k]}
-        ages = self._ages(lagging, now=time.time())
+        ages, markers_only = self._ages(lagging, now=time.time())
         partitions = tuple(
             PartitionLag(
                 topic=t,
@@ -78,6 +81,7 @@ class LagProbe:
                 committed=committed.get((t, p)),
                 log_end=ends[(t, p)],
                 age_s=ages.get((t, p), 0.0) if (t, p) in committed else None,
+                markers_only=(t, p) in markers_only,
             )
             for t, p in keys
         )
@@ -118,24 +122,34 @@ class LagProbe:
             try:
                 ends[(tp.topic, tp.partition)] = future.result().offset
             except confluent_kafka.KafkaException as exc:
+                if exc.args[0].code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # a topic deleted since the group committed to it: nothing to consume
                 raise KafkaError(f"reading the end of {tp.topic}[{tp.partition}]: {exc}") from exc
         return ends
 
-    def _ages(self, lagging: dict[tuple[str, int], int], *, now: float) -> dict[tuple[str, int], float]:
-        """Seconds since each lagging partition's first unconsumed record was written.
-
-        A partition whose remaining records are all transaction markers yields nothing and is absent.
-        """
+    def _ages(
+        self, lagging: dict[tuple[str, int], int], *, now: float
+    ) -> tuple[dict[tuple[str, int], float], set[tuple[str, int]]]:
+        """(seconds since each lagging partition's first unconsumed record was written, the
+        partitions where only transaction markers are left). A partition not read in time is in
+        neither: its age is unknown, its lag stands."""
         if not lagging:
-            return {}
+            return {}, set()
         self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in lagging.items()])
         ages: dict[tuple[str, int], float] = {}
+        markers_only: set[tuple[str, int]] = set()
         deadline = time.monotonic() + AGE_READ_TIMEOUT_S
         try:
-            while len(ages) < len(lagging) and time.monotonic() < deadline:
+            while len(ages) + len(markers_only) < len(lagging) and time.monotonic() < deadline:
                 for msg in self._consumer.consume(num_messages=500, timeout=0.2):
                     key = (msg.topic() or "", msg.partition() or 0)
-                    if msg.error() is not None or key in ages or key not in lagging:
+                    if key in ages or key in markers_only or key not in lagging:
+                        continue
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                            markers_only.add(key)
+                            self._consumer.incremental_unassign([TopicPartition(*key)])
                         continue
                     kind, stamp_ms = msg.timestamp()
                     if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE:
@@ -143,4 +157,4 @@ class LagProbe:
                     self._consumer.incremental_unassign([TopicPartition(*key)])
         finally:
             self._consumer.unassign()
-        return ages
+        return ages, markers_only

@@ -60,3 +60,8 @@ def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
     assert "the chart:" in out
     chart = Path(out.split("the chart: ", 1)[1].split()[0])
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sre = out.split("== 10. SRE view", 1)[1].split("== summary", 1)[0]
+    groups = [line.split() for line in sre.splitlines() if " waiting " in line and " msgs, " in line]
+    assert groups, sre
+    assert all(cells[2] == "0" and "OK" in cells for cells in groups), sre  # every group drained
+    assert "Prometheus: http://127.0.0.1:" in sre
