@@ -61,6 +61,7 @@ bench: up ## benchmarks with their raw Kafka baselines; figures go to bench-resu
 	$(BIN)/notify bench delivery
 	$(BIN)/notify bench api
 	$(BIN)/notify bench sink
+	$(BIN)/notify bench observability
 
 clean: down ## stop the stack and remove the virtualenv and caches (not the Maven jars in ~/.m2)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results
