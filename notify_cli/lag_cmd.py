@@ -18,6 +18,9 @@ import sys
 import threading
 from typing import Any
 
+import structlog
+
+from notify_core.exceptions import NotifyError
 from notify_core.lag import GroupReport, LagWindow, reports
 from notify_core.lag_exporter import LagGauges
 from notify_core.lag_probe import LagProbe, pipeline_groups
@@ -26,6 +29,7 @@ from notify_core.metrics_server import MetricsEndpoint
 from notify_core.settings import Settings
 
 CLEAR = "\x1b[H\x1b[2J"
+log = structlog.get_logger("lag")
 
 
 def register(commands: Any) -> None:
@@ -54,6 +58,9 @@ def _positive(text: str) -> float:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.samples < 1:
         print("notify lag: --samples must be at least 1", file=sys.stderr)
+        return 2
+    if args.window is not None and args.window < 2:
+        print("notify lag: --window must be at least 2 (movement needs two looks)", file=sys.stderr)
         return 2
     window = LagWindow(args.window or settings.lag_window)
     stop = threading.Event()
@@ -109,8 +116,11 @@ def _serve(
     print(f"notify lag: serving {endpoint.url}", file=sys.stderr, flush=True)
     try:
         while True:
-            _, groups = _look(args, settings, probe, window)
-            gauges.update(reports(window, groups))
+            try:
+                _, groups = _look(args, settings, probe, window)
+                gauges.update(reports(window, groups))
+            except NotifyError as exc:  # the broker away for a look: keep serving the last figures
+                log.warning("lag_look_failed", error=str(exc))
             if stop.wait(args.interval or settings.lag_interval_s):
                 return 0
     finally:
@@ -135,7 +145,8 @@ def render_table(found: list[GroupReport], missing: list[str]) -> str:
             f"  lag={s.total_lag:,} messages ({s.total_waiting:,} waiting), oldest {s.max_age_s:,.1f}s"
         )
         lines.append(
-            f"  {'TOPIC':<40} {'PART':>4} {'COMMITTED':>12} {'LOG-END':>12} {'LAG':>10} {'LAG-S':>9}"
+            f"  {'TOPIC':<40} {'PART':>4} {'COMMITTED':>12} {'LOG-END':>12}"
+            f" {'LAG':>10} {'WAITING':>8} {'LAG-S':>9}"
         )
         for p in s.partitions:
             committed = "-" if p.committed is None else f"{p.committed}"
@@ -151,6 +162,7 @@ def render_table(found: list[GroupReport], missing: list[str]) -> str:
         lines.append(f"not found (never consumed, or deleted): {', '.join(missing)}")
     if found:
         lines.append(
-            "LAG counts offsets as Kafka's tool does; WAITING leaves out trailing transaction markers."
+            "LAG counts offsets as Kafka's tool does; WAITING leaves out transaction markers and retries"
+            " not due yet; LAG-S is how long the oldest record has waited (a retry: since it was due)."
         )
     return "\n".join(lines).rstrip() + "\n"

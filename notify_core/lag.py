@@ -17,8 +17,9 @@ A window of one sample can only say OK or STOPPED: movement needs two looks.
 
 Lag counts offsets, as Kafka's tool does, and a transactional producer's commit marker takes an
 offset: a consumer that read everything of a partition whose last entry is a marker stays one
-behind until the next record comes. Such a partition has nothing ``waiting``; the status goes by
-what waits, so an idle pipeline is OK, not STOPPED by its markers.
+behind until the next record comes. Such a partition has nothing ``waiting``; nor has a retry
+topic whose oldest record is not due yet (it waits out its tier on purpose). The status goes by
+what waits, so an idle pipeline is OK, not STOPPED by its markers, and a 300 s retry is not a stall.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class PartitionLag:
     age_s: float | None = None
     # Only transaction markers lie between the committed offset and the end: no record waits.
     markers_only: bool = False
+    # A retry topic whose oldest unconsumed record is not due yet: it waits on purpose.
+    not_due: bool = False
 
     @property
     def lag(self) -> int | None:
@@ -58,8 +61,8 @@ class PartitionLag:
 
     @property
     def waiting(self) -> int | None:
-        """The lag less trailing transaction markers: 0 when nothing is left to consume."""
-        return 0 if self.markers_only else self.lag
+        """The lag, but 0 when nothing is left to consume yet (only markers, or a retry not due)."""
+        return 0 if self.markers_only or self.not_due else self.lag
 
 
 @dataclass(frozen=True)

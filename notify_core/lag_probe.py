@@ -21,7 +21,7 @@ from notify_core.exceptions import KafkaError
 from notify_core.kafka_clients import make_admin, make_consumer
 from notify_core.lag import GroupSample, PartitionLag
 from notify_core.settings import Settings
-from notify_core.topics import Channel, worker_group
+from notify_core.topics import Channel, retry_delay_s, worker_group
 
 PROBE_GROUP = "notify-lag-probe"  # never joined nor committed: librdkafka wants a group.id regardless
 REQUEST_TIMEOUT_S = 10.0
@@ -34,11 +34,15 @@ def pipeline_groups(settings: Settings) -> list[str]:
     return [settings.router_group, *(worker_group(settings, c) for c in Channel), settings.sink_group]
 
 
-# Every record counts, committed or not (as in Kafka's tool); a short fetch wait: few records are read.
+# Only what a consumer will get: a record of an aborted transaction never waits for anyone. One
+# record per partition is wanted, so fetches are small and short.
 _PROBE_CONF: dict[str, Any] = {
-    "isolation.level": "read_uncommitted",
+    "isolation.level": "read_committed",
     "enable.auto.commit": False,
     "fetch.wait.max.ms": 50,
+    "max.partition.fetch.bytes": 65_536,
+    "fetch.max.bytes": 1_048_576,
+    "queued.max.messages.kbytes": 1_024,
     # The end of a partition is news: reached with no record read, only transaction markers were left.
     "enable.partition.eof": True,
 }
@@ -73,15 +77,16 @@ class LagProbe:
         ends = self._log_ends(sorted(set(committed) | assigned))
         keys = sorted(k for k in set(committed) | assigned if k in ends and (only is None or k[0] in only))
         lagging = {k: committed[k] for k in keys if k in committed and ends[k] > committed[k]}
-        ages, markers_only = self._ages(lagging, now=time.time())
+        ages, markers_only, not_due = self._ages(lagging, now=time.time())
         partitions = tuple(
             PartitionLag(
                 topic=t,
                 partition=p,
                 committed=committed.get((t, p)),
                 log_end=ends[(t, p)],
-                age_s=ages.get((t, p), 0.0) if (t, p) in committed else None,
+                age_s=_age((t, p), lagging, ages, committed),
                 markers_only=(t, p) in markers_only,
+                not_due=(t, p) in not_due,
             )
             for t, p in keys
         )
@@ -129,15 +134,17 @@ class LagProbe:
 
     def _ages(
         self, lagging: dict[tuple[str, int], int], *, now: float
-    ) -> tuple[dict[tuple[str, int], float], set[tuple[str, int]]]:
-        """(seconds since each lagging partition's first unconsumed record was written, the
-        partitions where only transaction markers are left). A partition not read in time is in
-        neither: its age is unknown, its lag stands."""
-        if not lagging:
-            return {}, set()
-        self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in lagging.items()])
+    ) -> tuple[dict[tuple[str, int], float], set[tuple[str, int]], set[tuple[str, int]]]:
+        """For the lagging partitions: seconds each first unconsumed record has waited (on a retry
+        topic: since it was due), the partitions with only transaction markers left, and the retry
+        partitions whose first record is not due yet. One not read in time is in none of them: its
+        age is unknown."""
         ages: dict[tuple[str, int], float] = {}
         markers_only: set[tuple[str, int]] = set()
+        not_due: set[tuple[str, int]] = set()
+        if not lagging:
+            return ages, markers_only, not_due
+        self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in lagging.items()])
         deadline = time.monotonic() + AGE_READ_TIMEOUT_S
         try:
             while len(ages) + len(markers_only) < len(lagging) and time.monotonic() < deadline:
@@ -153,8 +160,23 @@ class LagProbe:
                         continue
                     kind, stamp_ms = msg.timestamp()
                     if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE:
-                        ages[key] = max(now - stamp_ms / 1000, 0.0)
+                        waited = now - stamp_ms / 1000 - (retry_delay_s(key[0]) or 0)
+                        ages[key] = max(waited, 0.0)
+                        if waited < 0:
+                            not_due.add(key)
                     self._consumer.incremental_unassign([TopicPartition(*key)])
         finally:
             self._consumer.unassign()
-        return ages, markers_only
+        return ages, markers_only, not_due
+
+
+def _age(
+    key: tuple[str, int],
+    lagging: dict[tuple[str, int], int],
+    ages: dict[tuple[str, int], float],
+    committed: dict[tuple[str, int], int],
+) -> float | None:
+    """A partition's lag in seconds: 0 when nothing lags, None when it is not known."""
+    if key in lagging:
+        return ages.get(key)
+    return 0.0 if key in committed else None

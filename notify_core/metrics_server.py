@@ -42,6 +42,7 @@ class TargetFile:
     ) -> None:
         folder = targets_dir(settings)
         folder.mkdir(parents=True, exist_ok=True)
+        prune_dead_targets(folder)
         self.path = folder / f"{job}-{instance}-{os.getpid()}.json"
         labels = {"job": job, "notify_instance": instance, "__metrics_path__": path}
         # ``host``: where the endpoint listens when that is not metrics_host (the API's own port).
@@ -54,6 +55,28 @@ class TargetFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def prune_dead_targets(folder: Path) -> list[Path]:
+    """Remove target files left by processes that are gone (SIGKILLed, crashed): their name ends in
+    the writer's pid. Otherwise Prometheus would keep scraping a dead port, or whatever took it."""
+    removed = []
+    for path in folder.glob("*-*.json"):
+        pid = path.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _host(host: str) -> str:
@@ -71,7 +94,12 @@ class MetricsEndpoint:
             settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
         )
         self.port: int = self._server.server_address[1]
-        self.target = TargetFile(settings, job, instance, self.port, path="/metrics")
+        try:
+            self.target = TargetFile(settings, job, instance, self.port, path="/metrics")
+        except BaseException:
+            self._server.shutdown()
+            self._server.server_close()
+            raise
 
     @property
     def url(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -17,6 +18,15 @@ from notify_core.settings import Settings
 # never queues behind another for longer than its own tier's delay (a 1 s retry is not stuck behind a
 # 300 s one). The largest tier is the longest any retry waits: longer waits are clamped to it.
 RETRY_TIERS_S: tuple[int, ...] = (1, 10, 60, 300)
+
+
+_RETRY_TOPIC = re.compile(r"\.retry\.(\d+)s$")
+
+
+def retry_delay_s(topic: str) -> int | None:
+    """A retry topic's tier delay (``<prefix>.<channel>.retry.<tier>s``), None for any other topic."""
+    match = _RETRY_TOPIC.search(topic)
+    return int(match.group(1)) if match else None
 
 
 def retry_tier(wait_s: float) -> int:

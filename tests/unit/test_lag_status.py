@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from notify_core.lag import GroupReport, GroupSample, LagWindow, PartitionLag, Status, evaluate
+from notify_core.topics import retry_delay_s
 
 
 def look(at: float, *offsets: tuple[int | None, int], members: int = 1) -> GroupSample:
@@ -64,3 +65,23 @@ def test_lag_and_totals_as_reported() -> None:
     assert [p.lag for p in sample.partitions] == [4, 0, None]
     report = GroupReport(sample, Status.OK).as_dict()
     assert (report["total_lag"], report["max_lag_seconds"], report["status"]) == (4, 3.5, "OK")
+
+
+def test_a_retry_not_due_and_trailing_markers_wait_for_nothing() -> None:
+    """A retry topic whose oldest record waits out its tier, or a partition with only transaction
+    markers left, has nothing waiting: a group idle but for them is OK, never STALLED or STOPPED."""
+    resting = PartitionLag("p.ios.retry.300s", 0, 10, 12, age_s=0.0, not_due=True)
+    marked = PartitionLag("p.ios", 0, 41, 42, age_s=None, markers_only=True)
+    window = [GroupSample("g", at, members, "Empty", (resting, marked)) for at, members in ((0, 1), (1, 0))]
+    assert [p.waiting for p in (resting, marked)] == [0, 0]
+    assert window[-1].total_lag == 3
+    assert evaluate(window) == Status.OK
+
+
+@pytest.mark.parametrize(
+    ("topic", "delay"),
+    [("notifications.ios.retry.300s", 300), ("t-1.sms.retry.1s", 1), ("notifications.ios", None)],
+)
+def test_a_retry_topics_delay_comes_from_its_name(topic: str, delay: int | None) -> None:
+    """The lag probe measures a retry's age from when it is due: its tier's delay is in the name."""
+    assert retry_delay_s(topic) == delay
