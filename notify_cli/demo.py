@@ -269,8 +269,10 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     print("== 10. SRE view: every group's lag after the run (notify lag)")
     for line in lag_lines(settings):
         print(f"   {line}")
-    print(f"   Prometheus: {prometheus_url(settings)} (alerts: /alerts), scraping each process's /metrics")
-    print(f"   and the lag exporter, if running: notify lag --serve {settings.lag_exporter_port}")
+    print(
+        f"   Prometheus: {prometheus_url(settings)} (alerts: /alerts), scraping the lag exporter on"
+        f" :{settings.lag_exporter_port} and every router, worker, sink and API process that runs"
+    )
 
     print("== summary")
     statuses = Counter(row[0] for row in delivered.log.values())
