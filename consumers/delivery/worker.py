@@ -137,7 +137,6 @@ class Worker:
                         continue
                     if messages:
                         burst.activity(time.monotonic(), consumed=True)
-                        self._metrics.consumed(m.topic() or "" for m in messages if m.error() is None)
                         await self._dispatch(messages, consumer, producer, on_kafka)
                 else:
                     await asyncio.sleep(0.005)
@@ -225,6 +224,8 @@ class Worker:
             with self._tracker_lock:
                 self._tracker.start(record.topic, record.partition, record.offset)
             self.stats.consumed += 1
+            # Counted once taken on: a record fetched before its partition was paused comes again.
+            self._metrics.consumed((record.topic,))
             task = asyncio.create_task(self._run_one(record, message, failure, producer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
