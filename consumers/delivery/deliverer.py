@@ -338,8 +338,8 @@ class Deliverer:
             channel=self._channel,
             category=message["category"],
             provider=self._provider,
-            # The channel message has no request time: requested_at stays null here; readers take
-            # it from the delivery's ROUTED event (same delivery_id).
+            # requested_at stays null on workers' events, as the readers' contract says (v1 channel
+            # messages lack it); readers take it from the delivery's ROUTED event (same delivery_id).
             template_id=message["template_id"],
             locale=message["locale"],
             **fields,
