@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,11 @@ def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
         settings.model_copy(update={"worker_group_prefix": settings.topic_prefix}), Channel.ANDROID
     )
     users = [f"lag-{i}" for i in range(12)]  # keyed by user: spread over every partition
-    with sandboxes(tmp_path / "sandboxes") as boxes, running_prometheus(settings, tmp_path / "prom") as prom:
+    with (
+        sandboxes(tmp_path / "sandboxes") as boxes,
+        running_prometheus(settings, tmp_path / "prom") as prom,
+        ExitStack() as cleanup,
+    ):
         env = {
             **boxes.env,
             "NOTIFY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -121,7 +126,9 @@ def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
             user = users[i % len(users)]
             return channel_message(Channel.ANDROID, f"{user}-android", user_id=user)
 
+        cleanup.callback(exporter.stop)
         first = worker(Channel.ANDROID, env, tmp_path / "worker-1.log")
+        cleanup.callback(first.stop)  # a failed assertion leaves no process behind
         wait_for_members(settings, group, 1)
         produce_aged(settings, [message(i) for i in range(len(users))], int(time.time() * 1000))
         until_lag(env, group, 0, first)
@@ -159,6 +166,7 @@ def test_a_stopped_worker_shows_its_backlog_like_kafkas_tool_then_catches_up(
         assert float(alert["value"]) >= AGED_S
 
         second = worker(Channel.ANDROID, env, tmp_path / "worker-2.log")
+        cleanup.callback(second.stop)
         caught_up = until_lag(env, group, 0, second)
         assert caught_up["members"] == 1
         assert lag(env, group)["groups"][0]["status"] == "OK"
