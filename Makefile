@@ -6,6 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist worker processes (0: serially, in one).
+# loadgroup hands tests out one at a time to whichever worker is free, except that the tests of one
+# @pytest.mark.xdist_group run on one worker (modules sharing an expensive module-scoped fixture).
+PYTEST_WORKERS ?= 2
+PYTEST_DIST ?= loadgroup
 
 .PHONY: help install up down status topics lint fmt unit test demo sink bench clean
 
@@ -45,7 +50,7 @@ unit: install ## fast tests that need no servers
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 test: lint up ## the full suite: lint, types, unit and integration tests on the real stack
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(PYTEST_ARGS)
 
 demo: install ## the whole pipeline end to end on the local stack, with a readable summary
 	$(BIN)/notify demo

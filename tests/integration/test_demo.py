@@ -35,6 +35,10 @@ def test_the_demo_runs_the_whole_pipeline_and_says_what_happened(
     env = {
         **os.environ,
         "NOTIFY_SINK_OUTPUT": str(tmp_path / "analytics"),
+        # Consumer groups of its own too: the router's default group and instance id are also its
+        # transactional id, which another run's router on the defaults would fence.
+        "NOTIFY_ROUTER_GROUP": f"{demo_settings.topic_prefix}-router",
+        "NOTIFY_WORKER_GROUP_PREFIX": demo_settings.topic_prefix,
         "NOTIFY_SINK_GROUP": f"{demo_settings.topic_prefix}-sink",
         "NOTIFY_KAFKA_BOOTSTRAP": demo_settings.kafka_bootstrap,
         "NOTIFY_TOPIC_PREFIX": demo_settings.topic_prefix,

@@ -48,7 +48,9 @@ from sandboxes.tls import Es256Key, generate_es256_key
 from tests.delivery_harness import DeliveryEnv, channel_message, delivery_env
 from tests.private_stack import EFFECTS, private_stack_fixture
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+# One worker for the module under pytest-xdist: its private stack is a module fixture, started once
+# there rather than on both workers (where the second would wait for the first to release its folder).
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio, pytest.mark.xdist_group("effects-stack")]
 private_stack = private_stack_fixture(EFFECTS)
 
 KEY_ID, TEAM_ID = "KEYID12345", "TEAM123456"
