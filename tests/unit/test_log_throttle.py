@@ -6,11 +6,19 @@ import json
 import logging
 
 import pytest
+import structlog
 from confluent_kafka import KafkaError
 from structlog.testing import capture_logs
 
 from notify_core.kafka_clients import ClientLogs, _broker
 from notify_core.log_throttle import Emit, LogThrottle
+
+
+@pytest.fixture(autouse=True)
+def default_structlog() -> None:
+    """structlog's defaults, whatever an earlier test in this process configured: a CLI run in-process
+    (``configure_logging("WARNING")``) would filter out the info-level lines asserted here."""
+    structlog.reset_defaults()
 
 
 class FakeClock:
