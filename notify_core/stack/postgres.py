@@ -18,7 +18,7 @@ import psycopg
 
 from notify_core.exceptions import StackError
 from notify_core.settings import Settings
-from notify_core.stack.processes import port_open, tail
+from notify_core.stack.processes import apt_install, port_open, tail
 
 HOST = "127.0.0.1"
 ROLE = "notify"
@@ -41,16 +41,7 @@ def find_bindir() -> Path | None:
 
 
 def install() -> str:
-    if os.geteuid() != 0:
-        raise StackError("PostgreSQL server is not installed: run `sudo apt-get install -y postgresql`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-    ):
-        done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise StackError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    apt_install("postgresql", "PostgreSQL server")
     return "postgres: installed Debian's postgresql package"
 
 

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from notify_core.exceptions import StackError
+
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
@@ -112,3 +114,16 @@ def tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no log at {path})"
+
+
+def apt_install(package: str, what: str) -> None:
+    """Debian's ``package`` with apt (as root only; otherwise a ``StackError`` saying what to run)."""
+    if os.geteuid() != 0:
+        raise StackError(
+            f"{what} is not installed: run `sudo apt-get install -y --no-install-recommends {package}`"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+        done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")

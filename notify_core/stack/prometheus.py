@@ -10,7 +10,6 @@ like the broker: ours is the pid in ``prometheus.pid`` whose command line names 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from notify_core.exceptions import StackError
 from notify_core.metrics_server import targets_dir
 from notify_core.settings import Settings
-from notify_core.stack.processes import our_pid, port_open, spawn, stop_pid, tail
+from notify_core.stack.processes import apt_install, our_pid, port_open, spawn, stop_pid, tail
 
 HOST = "127.0.0.1"
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -64,18 +63,7 @@ def install() -> str | None:
     """Debian's ``prometheus`` package when promtool is missing; None when it is already there."""
     if PROMTOOL.exists():
         return None
-    if os.geteuid() != 0:
-        raise StackError(
-            "Prometheus is not installed: run `sudo apt-get install -y --no-install-recommends prometheus`"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
-    ):
-        done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise StackError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    apt_install("prometheus", "Prometheus")
     # The package enables a system service on :9090. Under systemd it would hold our port and scrape
     # nothing of ours, so it is switched off; without systemd (containers) it never started.
     if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
