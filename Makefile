@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_DIST ?= loadgroup
 
-.PHONY: help install up down status topics lint fmt unit test demo sink bench clean
+.PHONY: help install up down status topics lint fmt unit test demo sink bench bench-quick profile clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,14 +59,24 @@ sink: up ## run the analytics sink until idle (Parquet under NOTIFY_SINK_OUTPUT)
 	$(BIN)/notify topics apply
 	$(BIN)/notify sink run --burst
 
-bench: up ## benchmarks with their raw Kafka baselines; figures go to bench-results/
+bench: up ## every stage next to its same-run baseline; the table and bench/results/<date>-<machine>.json
 	$(BIN)/notify topics apply
-	$(BIN)/notify bench produce
-	$(BIN)/notify bench router
-	$(BIN)/notify bench delivery
-	$(BIN)/notify bench api
-	$(BIN)/notify bench sink
+	$(BIN)/notify bench all
 	$(BIN)/notify bench observability
+
+bench-quick: up ## the same table with small sizes, in under three minutes (figures to bench-results/)
+	$(BIN)/notify topics apply
+	$(BIN)/notify bench all --quick
+
+PROFILES := bench-results/profiles
+profile: up ## py-spy profiles of the SDK, the router and a worker under their benchmarks; prints the tops
+	mkdir -p $(PROFILES)
+	$(BIN)/py-spy record --format raw -r 100 -o $(PROFILES)/produce.txt -- $(BIN)/notify bench produce --count 100000 --out $(PROFILES)/produce.json
+	$(BIN)/py-spy record --format raw -r 100 -o $(PROFILES)/router.txt -- $(BIN)/notify bench router --count 10000 --out $(PROFILES)/router.json
+	$(BIN)/py-spy record --format raw -r 100 -o $(PROFILES)/delivery.txt -- $(BIN)/notify bench delivery --count 3000 --out $(PROFILES)/delivery.json
+	$(BIN)/notify profile top $(PROFILES)/produce.txt --within send_batch
+	$(BIN)/notify profile top $(PROFILES)/router.txt --within Router.run
+	$(BIN)/notify profile top $(PROFILES)/delivery.txt --within Worker.run
 
 clean: down ## stop the stack and remove the virtualenv and caches (not the Maven jars in ~/.m2)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results

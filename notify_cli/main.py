@@ -40,6 +40,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("report_cmd", ("report",), "server"),
     ("lag_cmd", ("lag",), "server"),
     ("bench", ("bench",), "dev"),
+    ("profile_top", ("profile",), "dev"),
     ("demo", ("demo",), "dev"),
 )
 # One line of our own Requires-Dist metadata: name, its extras, and the extra that asks for it.

@@ -14,13 +14,13 @@ describe the whole original value.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from notify_core.codec import DEAD_LETTER, default_codec
+from notify_core.ids import random_uuid
 from notify_core.records import Record
 from notify_core.topics import Channel
 
@@ -65,7 +65,7 @@ def event(
     the writers that know them; the README's "The analytics events" says which.
     """
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": str(random_uuid()),
         "event_type": event_type,
         "occurred_at": occurred_at,
         "notification_id": notification_id,
@@ -114,7 +114,7 @@ def dead_letter(
         raise ValueError(f"a dead-letter budget under {DEAD_LETTER_MIN_BYTES} bytes cannot be kept")
     payload = record.value or b""
     letter: dict[str, Any] = {
-        "dead_letter_id": str(uuid.uuid4()),
+        "dead_letter_id": str(random_uuid()),
         "failed_at": failed_at,
         "stage": _cut_text(stage, NAME_MAX_BYTES),
         "source_topic": _cut_text(record.topic, NAME_MAX_BYTES),

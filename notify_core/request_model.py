@@ -70,6 +70,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -82,6 +83,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from notify_core.exceptions import InvalidRequestError
+from notify_core.ids import random_uuid
 from notify_core.topics import Channel
 
 AVRO_LONG_MIN, AVRO_LONG_MAX = -(2**63), 2**63 - 1
@@ -251,6 +253,25 @@ def _now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def _size(value: object) -> int:
+    """``_budget_bytes`` of one value; the exact types of a validated request without a loop."""
+    if type(value) is str:  # isascii() reads a flag: most text is sized without encoding it
+        return len(value) if value.isascii() else len(value.encode())
+    if value is None:
+        return 0
+    if isinstance(value, str | dict | list):
+        return _budget_bytes(value)
+    return NON_STRING_BYTES
+
+
+def _dict_bytes(values: Mapping[str, object], leave_out: frozenset[str] = frozenset()) -> int:
+    """``_budget_bytes`` of a flat dict (keys and values), without the keys in ``leave_out``."""
+    return sum(_size(k) + _size(v) for k, v in values.items() if k not in leave_out)
+
+
+_PAYLOAD = frozenset({"params", "metadata"})
+
+
 def _budget_bytes(*values: object) -> int:
     """What ``values`` count against the size budgets: UTF-8 bytes of text, NON_STRING_BYTES otherwise.
 
@@ -291,8 +312,11 @@ class NotificationRequest(BaseModel):
     idempotency_key: IdempotencyKey | None = None
     send_at: Instant | None = None
     expires_at: Instant | None = None
-    notification_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    notification_id: uuid.UUID = Field(default_factory=random_uuid)
     created_at: Instant = Field(default_factory=_now)
+    # The validator builds the Avro record to size it; the SDK encodes that one (validated once, the
+    # model is frozen so it cannot go stale). Never exposed: ``to_avro`` returns a fresh copy.
+    _avro: dict[str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("channels")
     @classmethod
@@ -324,7 +348,8 @@ class NotificationRequest(BaseModel):
                 problem("expires_at", "expires_before_send", "expires_at must be after send_at")
 
         record = self.to_avro()
-        params, metadata = _budget_bytes(record.pop("params")), _budget_bytes(record.pop("metadata"))
+        self._avro = record
+        params, metadata = _dict_bytes(record["params"]), _dict_bytes(record["metadata"])
         if params + metadata > MAX_PAYLOAD_BYTES:
             problem(
                 "params" if params >= metadata else "metadata",
@@ -332,7 +357,7 @@ class NotificationRequest(BaseModel):
                 f"params and metadata together take {params + metadata} bytes, "
                 f"more than the {MAX_PAYLOAD_BYTES} allowed",
             )
-        elif (total := params + metadata + _budget_bytes(record)) > MAX_REQUEST_BYTES:
+        elif (total := params + metadata + _dict_bytes(record, _PAYLOAD)) > MAX_REQUEST_BYTES:
             problem(
                 None, "request_too_large", f"takes {total} bytes, more than the {MAX_REQUEST_BYTES} allowed"
             )
@@ -358,6 +383,10 @@ class NotificationRequest(BaseModel):
             # the router only survives a poison record if it gets the one documented error type.
             problem = f"could not be validated ({type(exc).__name__})"
             raise InvalidRequestError([("request", problem)], index=index) from exc
+
+    def avro_record(self) -> dict[str, Any]:
+        """The record ``to_avro`` gives, built once by validation: for encoding, not for changing."""
+        return self._avro if self._avro is not None else self.to_avro()
 
     def to_avro(self) -> dict[str, Any]:
         return {

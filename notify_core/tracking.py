@@ -32,7 +32,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from itsdangerous import BadData, BadPayload, BadSignature, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
 from yarl import URL
 
 from notify_core.exceptions import ConfigError, NotifyError
@@ -91,8 +91,22 @@ def _default_max_ages() -> dict[Purpose, int]:
     }
 
 
+# Keys derived from (secret, salt, derivation, digest): itsdangerous derives one for every token it
+# signs or checks, an HMAC each time; the router signs several per e-mail (seen under py-spy).
+_DERIVED: dict[tuple[bytes, bytes, str, Any], bytes] = {}
+
+
 class _ClockedSigner(TimestampSigner):
-    """itsdangerous' timestamp signer with an injected clock (tests sign "in the past")."""
+    """itsdangerous' timestamp signer with an injected clock (tests sign "in the past"), deriving each
+    key once per process."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        secret = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        found = (secret, self.salt, self.key_derivation, self.digest_method)
+        key = _DERIVED.get(found)
+        if key is None:
+            key = _DERIVED[found] = super().derive_key(secret)
+        return key
 
     def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -100,10 +100,13 @@ class RouterState:
                     [(k, p, o, now, now - self._dedupe_window) for k, p, o in seen_rows],
                 )
             if cap_rows:
-                cur.executemany(
+                # One statement for the batch (two rows a request): set-based, not a row at a time.
+                columns = [list(column) for column in zip(*cap_rows, strict=True)]
+                cur.execute(
                     "insert into router_routed (delivery_id, user_id, channel, category, routed_at)"
-                    " values (%s, %s, %s, %s, %s) on conflict (delivery_id) do nothing",
-                    [(*row, now) for row in cap_rows],
+                    " select d, u, ch, ca, %s from unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+                    " as t(d, u, ch, ca) on conflict (delivery_id) do nothing",
+                    [now, *columns],
                 )
             if deferred_rows:
                 cur.executemany(
