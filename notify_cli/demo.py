@@ -19,6 +19,7 @@ from typing import Any
 from notify_cli.demo_analytics import analytics
 from notify_cli.demo_api import tour
 from notify_cli.demo_delivery import deliver, describe, status_line
+from notify_cli.demo_speed import speed_lines
 from notify_cli.demo_sre import lag_lines
 from notify_cli.router_cmd import build_router
 from notify_core import stack
@@ -273,6 +274,10 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
         f"   Prometheus: {prometheus_url(settings)} (alerts: /alerts), scraping the lag exporter on"
         f" :{settings.lag_exporter_port} and every router, worker, sink and API process that runs"
     )
+
+    print("== 11. speed: each stage against its own baseline (the committed make bench table)")
+    for line in speed_lines():
+        print(f"   {line}")
 
     print("== summary")
     statuses = Counter(row[0] for row in delivered.log.values())

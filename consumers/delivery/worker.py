@@ -44,7 +44,7 @@ from notify_core.exceptions import DecodeError
 from notify_core.fencing import RebuildBudget
 from notify_core.instruments import Instruments
 from notify_core.kafka_async import AsyncProducer
-from notify_core.kafka_clients import fatal_error, make_consumer, translate
+from notify_core.kafka_clients import consume_ready, fatal_error, make_consumer, translate
 from notify_core.outage import is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -131,7 +131,7 @@ class Worker:
                 room = self._settings.delivery_max_in_flight - len(self._tasks)
                 await self._resume_due(consumer, on_kafka)
                 if room > 0:
-                    messages = await on_kafka(functools.partial(consumer.consume, room, 0.1))
+                    messages = await on_kafka(functools.partial(consume_ready, consumer, room, 0.1))
                     if any(_fatal(m) for m in messages):
                         consumer = await on_kafka(functools.partial(self._rebuild, consumer, instance))
                         continue

@@ -54,7 +54,7 @@ from notify_core.events import Failure
 from notify_core.exceptions import ConfigError, NotifyError
 from notify_core.fencing import RebuildBudget
 from notify_core.instruments import Instruments
-from notify_core.kafka_clients import fatal_error, make_consumer, translate
+from notify_core.kafka_clients import consume_ready, fatal_error, make_consumer, translate
 from notify_core.outage import Outage, is_fatal, is_outage
 from notify_core.records import Record
 from notify_core.settings import Settings
@@ -166,7 +166,7 @@ class Router:
             changes.start()  # before the first poll: nothing is cached yet, every later change is seen
             consumer.subscribe([self._names.requests])
             while not self._stopping:
-                messages = consumer.consume(settings.router_batch_size, timeout=0.2)
+                messages = consume_ready(consumer, settings.router_batch_size, 0.2)
                 if any(self._fatal(m) for m in messages):
                     consumer = self._rebuild(consumer, identity)
                     continue

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from notify_cli.bench_produce import parse_producer_performance
 from notify_cli.bench_suite import STAGES, parse_stage_args
 from notify_cli.bench_table import Row, rows_for, slowest
+from notify_cli.demo_speed import speed_lines
 from notify_cli.profile_top import top
 from notify_core.ids import random_uuid
 
@@ -91,3 +94,17 @@ def test_random_ids_are_version_4_and_distinct(count: int) -> None:
     ids = [random_uuid() for _ in range(count)]
     assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
     assert len(set(ids)) == count
+
+
+def test_the_demo_shows_the_newest_full_run_and_says_when_there_is_none(tmp_path: Path) -> None:
+    """Quick runs are skipped, the newest full run's rows are printed, and no file is a hint, not a crash."""
+    assert "run make bench" in speed_lines(tmp_path)[0]
+    row = Row("router", "1,000/s", "pass-through", "2,000/s", 0.5, ">= 0.70", False).as_dict()
+    for name in ("2026-01-01-m.json", "2026-02-01-m.json", "2026-03-01-m-quick.json"):
+        (tmp_path / name).write_text(json.dumps({"table": [{**row, "stage": name}]}))
+    lines = speed_lines(tmp_path)
+    assert lines[0].startswith("2026-02-01-m.json")
+    assert "2026-02-01-m.json" in lines[1]
+    assert lines[1].endswith("0.50 FAIL")
+    (tmp_path / "2026-04-01-m.json").write_text("{not json")
+    assert "cannot be read" in speed_lines(tmp_path)[0]
