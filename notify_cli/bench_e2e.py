@@ -154,12 +154,14 @@ class _Run:
     async def _offer(self, rate: int, seconds: float, users: int) -> tuple[int, float, float]:
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[Any]] = []
-        began = loop.time()
+        began, wall = loop.time(), time.time()
         for i, at in enumerate(schedule(rate, seconds)):
             delay = began + at - loop.time()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(self.client.send_async(request(i, users, time.time()))))
+            # The marker is when the request was due, not when a late sender got to it: a sender that
+            # falls behind must show as latency (no coordinated omission).
+            tasks.append(asyncio.ensure_future(self.client.send_async(request(i, users, wall + at))))
         span = loop.time() - began
         results = await asyncio.gather(*tasks, return_exceptions=True)
         failed = sum(isinstance(r, BaseException) for r in results)

@@ -125,6 +125,8 @@ def _encode_alone(requests: list[dict[str, Any]]) -> tuple[float, list[tuple[byt
 
 
 def measure(settings: Settings, count: int, latency_count: int) -> dict[str, Any]:
+    if count < 1 or not 1 <= latency_count <= count:
+        raise ValueError("--count must be at least 1 and --latency-count between 1 and --count")
     bench = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
     admin = make_admin(bench)
     specs = [s for s in topic_specs(bench) if s.name == topic_names(bench).requests]

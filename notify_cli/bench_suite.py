@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,10 +102,21 @@ def _run_stage(kind: str, args: list[str], folder: Path) -> tuple[dict[str, Any]
     command = [sys.executable, "-m", "notify_cli", "bench", kind, *args, "--out", str(out)]
     print(f"\n== {kind}: notify bench {kind} {shlex.join(args)}", flush=True)
     started = time.monotonic()
-    done = subprocess.run(command, check=False, timeout=STAGE_TIMEOUT_S)  # its output goes to ours
+    # Its own process group: on a timeout its sandboxes, router and workers are stopped with it.
+    child = subprocess.Popen(command, start_new_session=True)  # its output goes to ours
+    try:
+        code = child.wait(STAGE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGTERM)  # its finally blocks remove scratch topics and schemas
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        return None, f"timeout after {STAGE_TIMEOUT_S} s", time.monotonic() - started
     took = time.monotonic() - started
-    if done.returncode != 0 or not out.exists():
-        return None, f"exit {done.returncode}", took
+    if code != 0 or not out.exists():
+        return None, f"exit {code}", took
     figures: dict[str, Any] = json.loads(out.read_text("utf-8"))
     return figures, "ok", took
 
@@ -135,9 +147,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             params = STAGES[kind][1 if args.quick else 0] + extra.get(kind, [])
             figures, status, took = _run_stage(kind, params, Path(folder))
             stages[kind] = {"args": params, "status": status, "seconds": round(took, 1), "figures": figures}
-    rows = [
-        row for kind, stage in stages.items() if stage["figures"] for row in rows_for(kind, stage["figures"])
-    ]
+    rows: list[Row] = []
+    for kind, stage in stages.items():
+        if stage["figures"]:
+            try:
+                rows += rows_for(kind, stage["figures"])
+            except (KeyError, TypeError, ValueError) as exc:  # its figures are kept in the file all the same
+                stage["status"] = f"figures unreadable: {type(exc).__name__}: {exc}"
     _print_table(rows)
     low = slowest(rows)
     if low is not None:

@@ -32,8 +32,8 @@ class Row:
         return asdict(self)
 
 
-def _per_s(value: float) -> str:
-    return f"{value:,.0f}/s"
+def _per_s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}/s"
 
 
 def _ratio(figure: float, baseline: float) -> float | None:
@@ -121,7 +121,7 @@ def _delivery(f: dict[str, Any]) -> list[Row]:
                 _per_s(c["bare_client"]["deliveries_per_s"]),
                 ratio,
                 ">= 0.80",
-                ratio >= 0.80,
+                ratio is not None and ratio >= 0.80,
             )
         )
     if not rows:
@@ -168,7 +168,7 @@ def _e2e(f: dict[str, Any]) -> list[Row]:
     rows.append(
         Row(
             f"catch-up of {catch['requests']:,}",
-            _per_s(catch["requests_per_s"] or 0),
+            _per_s(catch["requests_per_s"]),
             "drained in",
             f"{catch['seconds']:,.0f} s",
             None,
@@ -179,9 +179,9 @@ def _e2e(f: dict[str, Any]) -> list[Row]:
     rows.append(
         Row(
             "scale-out, 2 of each",
-            _per_s(scale["two"]["requests_per_s"] or 0),
+            _per_s(scale["two"]["requests_per_s"]),
             "1 of each",
-            _per_s(scale["one"]["requests_per_s"] or 0),
+            _per_s(scale["one"]["requests_per_s"]),
             ratio,
             ">= 1.6 where cores allow",
             ratio is not None and ratio >= 1.6,

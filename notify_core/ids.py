@@ -16,6 +16,11 @@ _IDS_PER_READ = 256
 
 class _RandomIds:
     def __init__(self) -> None:
+        self._reset()
+        # A forked child (gunicorn --preload, multiprocessing) must not hand out its parent's next ids.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()  # the SDK and the workers mint ids on many threads at once
         self._pool = b""
         self._next = 0

@@ -70,7 +70,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -314,9 +313,6 @@ class NotificationRequest(BaseModel):
     expires_at: Instant | None = None
     notification_id: uuid.UUID = Field(default_factory=random_uuid)
     created_at: Instant = Field(default_factory=_now)
-    # The validator builds the Avro record to size it; the SDK encodes that one (validated once, the
-    # model is frozen so it cannot go stale). Never exposed: ``to_avro`` returns a fresh copy.
-    _avro: dict[str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("channels")
     @classmethod
@@ -348,7 +344,6 @@ class NotificationRequest(BaseModel):
                 problem("expires_at", "expires_before_send", "expires_at must be after send_at")
 
         record = self.to_avro()
-        self._avro = record
         params, metadata = _dict_bytes(record["params"]), _dict_bytes(record["metadata"])
         if params + metadata > MAX_PAYLOAD_BYTES:
             problem(
@@ -383,10 +378,6 @@ class NotificationRequest(BaseModel):
             # the router only survives a poison record if it gets the one documented error type.
             problem = f"could not be validated ({type(exc).__name__})"
             raise InvalidRequestError([("request", problem)], index=index) from exc
-
-    def avro_record(self) -> dict[str, Any]:
-        """The record ``to_avro`` gives, built once by validation: for encoding, not for changing."""
-        return self._avro if self._avro is not None else self.to_avro()
 
     def to_avro(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -92,8 +93,10 @@ def _default_max_ages() -> dict[Purpose, int]:
 
 
 # Keys derived from (secret, salt, derivation, digest): itsdangerous derives one for every token it
-# signs or checks, an HMAC each time; the router signs several per e-mail (seen under py-spy).
-_DERIVED: dict[tuple[bytes, bytes, str, Any], bytes] = {}
+# signs or checks, an HMAC each time; the router signs several per e-mail (seen under py-spy). Bounded:
+# a few secrets (current and rotated) times the purposes' salts.
+_DERIVED: OrderedDict[tuple[bytes, bytes, str, Any], bytes] = OrderedDict()
+_DERIVED_MAX = 64
 
 
 class _ClockedSigner(TimestampSigner):
@@ -101,11 +104,13 @@ class _ClockedSigner(TimestampSigner):
     key once per process."""
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        secret = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
-        found = (secret, self.salt, self.key_derivation, self.digest_method)
+        secret = bytes(self.secret_keys[-1] if secret_key is None else want_bytes(secret_key))
+        found = (secret, bytes(self.salt), self.key_derivation, self.digest_method)
         key = _DERIVED.get(found)
         if key is None:
             key = _DERIVED[found] = super().derive_key(secret)
+            while len(_DERIVED) > _DERIVED_MAX:
+                _DERIVED.popitem(last=False)
         return key
 
     def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:

@@ -267,7 +267,7 @@ class NotificationClient:
         if self._closed.is_set():
             raise RuntimeError("NotificationClient is closed")
         notification_id = str(request.notification_id)
-        value = self._codec.encode(REQUEST, request.avro_record())
+        value = self._codec.encode(REQUEST, request.to_avro())
         span = self._span(notification_id, len(value))
         headers = [*CONTENT_TYPE_HEADERS, *trace_headers(span)]
 

@@ -181,7 +181,6 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         self.code_generator_class = _LimitedCodeGenerator
         self.filters = {name: self._limited_filter(name, func) for name, func in self.filters.items()}
         self.globals["lipsum"] = self._lipsum
-        self._plain_globals: dict[str, Any] | None = None  # dict(self.globals), on the first render
 
     # -- accounting
 
@@ -232,12 +231,10 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         """``template.generate(params)`` without its per-call copies (py-spy: a tenth of the router).
 
         ``generate`` merges the globals into a new dict through a ``ChainMap`` and lists them again for
-        the ``Context``; these templates come from strings (no imports, no blocks to export), so one
-        plain dict of the globals, made once, and the parameters over it is the whole context.
+        the ``Context``; these templates come from strings (no imports, no blocks to export), so the
+        environment's own globals dict with the parameters over it is the whole context.
         """
-        if self._plain_globals is None:
-            self._plain_globals = dict(self.globals)
-        context = self.context_class(self, {**self._plain_globals, **params}, template.name, template.blocks)
+        context = self.context_class(self, {**self.globals, **params}, template.name, template.blocks)
         try:
             yield from template.root_render_func(context)
         except Exception:
