@@ -41,6 +41,7 @@ Say = Callable[[str], None]
 CATEGORY = "account"  # no category row: optional and uncapped, as in ``bench router``
 P99_GOAL_S = 1.0
 MAX_PROBE_RATE, MAX_PROBES = 4000, 3
+MIN_PROBE_RATE = 25  # probing down stops here: below it the pipeline is broken, not slow
 WARMUP = 400
 CHUNK = 10_000  # requests per send_batch for backlogs
 
@@ -103,9 +104,15 @@ def drain_figures(
 
 
 def probe_rates(passed: list[int], tried: list[int]) -> list[int]:
-    """Rates to try upwards: doubling from the highest tried rate if it passed, at most 3, up to 4000/s."""
-    top = max(tried, default=0)
-    if not passed or max(passed) != top:
+    """Rates to try next: doubling from the highest tried rate if it passed (at most 3, up to 4000/s);
+    halving from the lowest if none passed (at most 3, down to MIN_PROBE_RATE); none otherwise."""
+    if not tried:
+        return []
+    if not passed:
+        low = min(tried)
+        return [r for r in (low // 2**k for k in range(1, MAX_PROBES + 1)) if r >= MIN_PROBE_RATE]
+    top = max(tried)
+    if max(passed) != top:
         return []
     return [r for r in (top * 2**k for k in range(1, MAX_PROBES + 1)) if r <= MAX_PROBE_RATE]
 
@@ -258,11 +265,14 @@ def measure(
                 say("latency at offered rates (open loop, one channel per request, round robin)")
                 steps = [e2e.offered(r, seconds, users) for r in rates]
                 passed = [s["offered_per_s"] for s in steps if s["p99_under_1s"]]
+                downward = not passed  # then probing looks for the first rate that passes
                 for rate in probe_rates(passed, rates):
                     steps.append(e2e.offered(rate, seconds, users))
-                    if not steps[-1]["p99_under_1s"]:
+                    ok = bool(steps[-1]["p99_under_1s"])
+                    if ok:
+                        passed.append(rate)
+                    if ok == downward:
                         break
-                    passed.append(rate)
                 figures["rates"] = steps
                 figures["sustainable_rate_p99_under_1s"] = max(passed, default=None)
                 say("catch-up: backlog published while router and workers are stopped")

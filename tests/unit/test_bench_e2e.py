@@ -55,11 +55,14 @@ def test_drain_counts_from_the_start_to_the_last_receipt_of_the_backlog() -> Non
     assert figures["deliveries_per_s"] == {"ios": 1, "sms": round(1 / 2)}
 
 
-def test_probing_doubles_from_the_top_rate_only_when_it_passed() -> None:
+def test_probing_doubles_from_a_passing_top_rate_and_halves_when_nothing_passed() -> None:
+    """Upwards only from a top rate that passed; downwards from the lowest when none did, not below 25/s."""
     assert probe_rates([200, 500, 1000], [200, 500, 1000]) == [2000, 4000]
     assert probe_rates([100, 300], [100, 300]) == [600, 1200, 2400]
     assert probe_rates([200], [200, 500]) == []
-    assert probe_rates([], [200]) == []
+    assert probe_rates([], [200, 500]) == [100, 50, 25]
+    assert probe_rates([], [60]) == [30]
+    assert probe_rates([], []) == []
 
 
 def test_requests_go_round_robin_over_the_channels_with_the_marker() -> None:
