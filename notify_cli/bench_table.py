@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+MIN_SCALE_OUT_CPUS = 4
 CHANNEL_CLIENTS = {
     "ios": "aioapns",
     "android": "aiohttp FCM v1",
@@ -176,6 +177,9 @@ def _e2e(f: dict[str, Any]) -> list[Row]:
     )
     scale = f["scale_out"]
     ratio = scale["ratio"]
+    # Two of each of nine processes, plus the broker and the database, need more than a few cores to
+    # run side by side: on fewer the goal does not apply and the row says so instead of failing.
+    cores_allow = (f.get("cpus") or 0) >= MIN_SCALE_OUT_CPUS
     rows.append(
         Row(
             "scale-out, 2 of each",
@@ -183,8 +187,8 @@ def _e2e(f: dict[str, Any]) -> list[Row]:
             "1 of each",
             _per_s(scale["one"]["requests_per_s"]),
             ratio,
-            ">= 1.6 where cores allow",
-            ratio is not None and ratio >= 1.6,
+            ">= 1.6" if cores_allow else f">= 1.6 needs {MIN_SCALE_OUT_CPUS}+ cores (n/a here)",
+            (ratio is not None and ratio >= 1.6) if cores_allow else None,
         )
     )
     return rows

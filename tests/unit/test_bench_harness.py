@@ -108,3 +108,23 @@ def test_the_demo_shows_the_newest_full_run_and_says_when_there_is_none(tmp_path
     assert lines[1].endswith("0.50 FAIL")
     (tmp_path / "2026-04-01-m.json").write_text("{not json")
     assert "cannot be read" in speed_lines(tmp_path)[0]
+
+
+def _e2e_figures(cpus: int) -> dict[str, object]:
+    drain = {"requests": 10, "requests_per_s": 5, "seconds": 2.0}
+    return {
+        "cpus": cpus,
+        "rates": [],
+        "sustainable_rate_p99_under_1s": None,
+        "catchup": drain,
+        "scale_out": {"one": {"requests_per_s": 10}, "two": {"requests_per_s": 9}, "ratio": 0.9},
+    }
+
+
+def test_scale_out_is_judged_only_where_the_cores_allow_it() -> None:
+    """On two cores the scale-out row carries no verdict; on eight, 0.9 is a failure."""
+    small = rows_for("e2e", _e2e_figures(2))[-1]
+    big = rows_for("e2e", _e2e_figures(8))[-1]
+    assert small.met is None
+    assert "n/a" in small.goal
+    assert big.met is False
