@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notify_core.codec import REQUEST, default_codec
-from notify_core.kafka_clients import make_admin, make_producer
+from notify_core.kafka_clients import make_admin, make_producer, produce_waiting
 from notify_core.settings import Settings
 from notify_core.stack.kafka_tools import PRODUCER_PERFORMANCE, run_tool
 from notify_core.stats import summary_ms
@@ -90,12 +90,7 @@ def _raw_throughput(settings: Settings, topic: str, payloads: list[tuple[bytes, 
     producer.flush(30)
     started = time.perf_counter()
     for key, value in payloads:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, topic, value, key=key)
         producer.poll(0)
     remaining = producer.flush(60)
     elapsed = time.perf_counter() - started

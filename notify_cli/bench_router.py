@@ -26,7 +26,7 @@ from consumers.router.app import Router
 from notify_cli.scratch import scratch
 from notify_core.db.connect import connect, make_pool
 from notify_core.instruments import Instruments
-from notify_core.kafka_clients import make_consumer, make_producer
+from notify_core.kafka_clients import make_consumer, make_producer, produce_waiting
 from notify_core.settings import Settings
 from notify_core.stats import summary_ms
 from notify_core.topics import Channel, topic_names
@@ -136,12 +136,7 @@ def _passthrough(
             done += 1
             upto = len(outputs) * done // count  # the router's outputs, spread evenly over its inputs
             for topic, key, value, headers in outputs[written:upto]:
-                while True:
-                    try:
-                        producer.produce(topic, value=value, key=key, headers=headers)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce_waiting(producer, topic, value, key=key, headers=headers)
             written = upto
             offsets[m.partition() or 0] = max(offsets.get(m.partition() or 0, 0), (m.offset() or 0) + 1)
         producer.send_offsets_to_transaction(

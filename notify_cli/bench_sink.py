@@ -66,7 +66,7 @@ import confluent_kafka
 from notify_cli import bench_cpu
 from notify_core.codec import CONTENT_TYPE_HEADERS, EVENT, default_codec
 from notify_core.events import event
-from notify_core.kafka_clients import make_admin, make_consumer, make_producer, translate
+from notify_core.kafka_clients import make_admin, make_consumer, make_producer, produce_waiting, translate
 from notify_core.settings import Settings
 from notify_core.topic_admin import apply_topics
 from notify_core.topics import Channel, topic_names, topic_specs
@@ -289,12 +289,7 @@ def _produce(settings: Settings, topic: str, records: Sequence[tuple[bytes, byte
     headers = list(CONTENT_TYPE_HEADERS)
     before, started = bench_cpu.snapshot(_cpu_pids()), time.perf_counter()
     for n, (key, value) in enumerate(records):
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(producer, topic, value, key=key, headers=headers)
         if n % 1_000 == 0:
             producer.poll(0)
     remaining = producer.flush(120)

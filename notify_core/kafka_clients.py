@@ -82,6 +82,18 @@ def consume_ready(
     return first + consumer.consume(size - 1, timeout=0)
 
 
+def produce_waiting(
+    producer: confluent_kafka.Producer, topic: str, value: bytes | None, **kwargs: Any
+) -> None:
+    """``produce``, serving delivery reports while librdkafka's local queue is full (bulk writers)."""
+    while True:
+        try:
+            producer.produce(topic, value=value, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     conf = settings.kafka_admin()
     conf.update(overrides)
