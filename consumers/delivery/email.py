@@ -162,7 +162,7 @@ class EmailAdapter:
             )
         except InvalidEmail as exc:
             return Outcome.permanent(exc.reason, deactivate_target=exc.deactivate_target, detail=exc.detail)
-        message_id = str(mail["Message-ID"])
+        message_id = mail.message_id
         progress = _Progress()
         try:
             with provider_call(
@@ -171,7 +171,7 @@ class EmailAdapter:
                 server_port=self._port,
                 attributes={"network.protocol.name": "smtp"},
             ):
-                await self._transmit(mail.as_bytes(), str(message["target"]), progress)
+                await self._transmit(mail.data, str(message["target"]), progress)
         except SEND_ERRORS as exc:
             outcome = classify_exception(exc)
             if progress.stage == "data" and outcome.reason in ("timeout", "connection_error"):

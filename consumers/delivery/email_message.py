@@ -1,14 +1,17 @@
-"""The e-mail for one channel message: MIME parts, headers and their folding, as a pure function.
+"""The e-mail for one channel message: its checks, headers and their folding, as a pure function.
 
-``build_message(...)`` turns a decoded channel message into an ``EmailMessage`` ready for SMTP, or
-raises ``InvalidEmail`` for anything unsafe to send (header injection, a bad address, a missing
-subject or body). It does no I/O, so a retry renders byte-identical mail: the ``Message-ID`` is
-``message_id_for(delivery_id, domain)`` and Date is the delivery's ``created_at``.
+``build_message(...)`` turns a decoded channel message into a ``Mail`` (its Message-ID and the bytes
+to send; the MIME structure is written by ``consumers.delivery.email_mime``), or raises
+``InvalidEmail`` for anything unsafe to send (header injection, a bad address, a missing subject or
+body). It does no I/O, so a retry renders byte-identical mail: the ``Message-ID`` is
+``message_id_for(delivery_id, domain)``, Date is the delivery's ``created_at`` and the boundary
+follows from the Message-ID.
 
 Rendering notes (CPython 3.11 ``email``, read in its source):
 
 - The message is rendered 7-bit clean (quoted-printable/base64 parts, RFC 2047 subject), so neither
-  8BITMIME nor SMTPUTF8 is needed. Two headers are folded here, not by the ``email`` package:
+  8BITMIME nor SMTPUTF8 is needed. Only From goes through the ``email`` package's header folding
+  (once per sender). Subject and the RFC 8058 headers are folded here:
   CPython 3.11 drops the space between adjacent encoded words when folding a long non-ASCII subject
   (about 7% of long ones, measured), and it RFC 2047-encodes a List-Unsubscribe URL longer than a
   line, which receivers do not decode (RFC 2369 headers hold raw ``<URI>``s).
@@ -19,16 +22,18 @@ Rendering notes (CPython 3.11 ``email``, read in its source):
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
+import functools
 import re
 import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from email.header import Header
-from email.message import EmailMessage
-from email.policy import EmailPolicy
 from email.utils import format_datetime, parseaddr
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from consumers.delivery.email_mime import render
 from notify_core.exceptions import NotifyError
 
 DEFAULT_TRANSACTIONAL: frozenset[str] = frozenset({"account", "security"})
@@ -61,7 +66,7 @@ def build_message(
     unsubscribe_url: str | None,
     domain: str,
     transactional: Iterable[str] = DEFAULT_TRANSACTIONAL,
-) -> EmailMessage:
+) -> Mail:
     """The e-mail for one channel message (raises ``InvalidEmail`` for anything unsafe to send).
 
     ``sender`` is the From header (``"Name <addr>"``); ``domain`` names the Message-ID's right-hand
@@ -70,7 +75,7 @@ def build_message(
     """
     target = str(message.get("target") or "")
     _check_address(target)
-    if has_control(sender) or not is_address(parseaddr(sender)[1]):
+    if not _valid_sender(sender):
         raise InvalidEmail("invalid_sender", "the From header is not a single valid address")
     subject = message.get("email_subject")
     if subject is None:
@@ -83,63 +88,53 @@ def build_message(
     if not text and not html:
         raise InvalidEmail("missing_body", "the channel message has neither email_text nor email_html")
 
-    mail = EmailMessage(policy=_POLICY)
-    mail["Subject"] = str(subject)
-    mail["From"] = sender
-    mail["To"] = target
-    mail["Date"] = format_datetime(as_utc(message.get("created_at")))
-    mail["Message-ID"] = message_id_for(str(message["delivery_id"]), domain)
+    headers = [
+        _fold_subject(str(subject)),
+        _folded_from(sender),
+        f"To: {target}\r\n".encode("ascii"),  # a checked ASCII addr-spec: at most 322 octets
+        f"Date: {format_datetime(as_utc(message.get('created_at')))}\r\n".encode("ascii"),
+    ]
+    message_id = message_id_for(str(message["delivery_id"]), domain)
+    headers.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
     category = str(message.get("category") or "")
     if unsubscribe_url is not None and category not in frozenset(transactional):
         _check_url(unsubscribe_url)
-        mail["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if text:
-        mail.set_content(str(text))
-        if html:
-            mail.add_alternative(str(html), subtype="html")
-    else:
-        mail.set_content(str(html), subtype="html")
-    return mail
+        # RFC 2369 headers hold a raw <URI>: one line (checked short), never folded or encoded.
+        headers.append(f"List-Unsubscribe: <{unsubscribe_url}>\r\n".encode("ascii"))
+        headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    data = render(headers, str(text) if text else None, str(html) if html else None, seed=message_id)
+    return Mail(message_id, data)
 
 
-if TYPE_CHECKING:
-    _PolicyBase = EmailPolicy[EmailMessage]
-else:
-    _PolicyBase = EmailPolicy
+@dataclass(frozen=True)
+class Mail:
+    """One rendered e-mail: its Message-ID, and the 7-bit CRLF bytes to send after DATA."""
+
+    message_id: str
+    data: bytes
 
 
-class _Policy(_PolicyBase):
-    """SMTP policy (CRLF, 7-bit) that folds Subject and the RFC 8058 headers itself (see module doc)."""
-
-    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
-        # Keep these as the caller's text: the header registry would decode a literal "=?...?="
-        # in a subject (or URL) as if it were an encoded word. Callers validated them already.
-        if isinstance(value, str) and name.lower() in _SELF_FOLDED:
-            return name, value
-        return super().header_store_parse(name, value)
-
-    def fold(self, name: str, value: str) -> str:
-        raw = _fold_special(name, str(value), self.linesep)
-        return raw if raw is not None else str(super().fold(name, value))
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        raw = _fold_special(name, str(value), self.linesep)
-        return raw.encode("ascii") if raw is not None else super().fold_binary(name, value)
+@functools.lru_cache(maxsize=16)
+def _valid_sender(sender: str) -> bool:
+    return not has_control(sender) and is_address(parseaddr(sender)[1])
 
 
-_POLICY = _Policy(linesep="\r\n", cte_type="7bit")
+@functools.lru_cache(maxsize=16)
+def _folded_from(sender: str) -> bytes:
+    """The From line as the ``email`` package folds it (RFC 2047 for a non-ASCII display name).
+
+    One sender per adapter, so the header parser runs once, not once a message."""
+    return _HEADERS.fold_binary("From", sender)
 
 
-_SELF_FOLDED = frozenset({"subject", "list-unsubscribe", "list-unsubscribe-post"})
+_HEADERS = email.policy.SMTP.clone(cte_type="7bit")
 
 
-def _fold_special(name: str, value: str, linesep: str) -> str | None:
-    key = name.lower()
-    if key in ("list-unsubscribe", "list-unsubscribe-post"):
-        return f"{name}: {value}{linesep}"  # validated ASCII without whitespace, under 998 octets
-    if key != "subject":
-        return None
+def _fold_subject(value: str) -> bytes:
+    """The Subject line, folded here: CPython 3.11 drops the space between adjacent encoded words
+    when folding a long non-ASCII subject (about 7% of long ones, measured), and would decode a
+    literal "=?...?=" in the caller's text as if it were an encoded word."""
+    name = "Subject"
     words = value.split(" ")
     if value.isascii() and "=?" not in value and all(len(w) <= _LINE - len("Subject: ") for w in words):
         lines, line = [], f"{name}:"
@@ -150,15 +145,20 @@ def _fold_special(name: str, value: str, linesep: str) -> str | None:
                 lines.append(line)
                 line = ""
             line += f" {word}"
-        return linesep.join([*lines, line]) + linesep
+        return ("\r\n".join([*lines, line]) + "\r\n").encode("ascii")
     # Non-ASCII, or words too long to fold: RFC 2047 words, each whole and self-contained.
-    encoded = Header(value, "utf-8", maxlinelen=_LINE, header_name=name).encode(linesep=linesep)
-    return f"{name}: {encoded}{linesep}"
+    encoded = Header(value, "utf-8", maxlinelen=_LINE, header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode("ascii")
 
 
 def has_control(value: str) -> bool:
     """CR, LF and every other control, line/paragraph separator or lone surrogate: refused in headers."""
+    if value.isascii():  # the usual case, without a lookup per character
+        return _ASCII_CONTROL.search(value) is not None
     return any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in value)
+
+
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # the Cc characters of ASCII
 
 
 def is_address(address: str) -> bool:

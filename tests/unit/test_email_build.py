@@ -29,6 +29,7 @@ from consumers.delivery.email import EmailAdapter
 from consumers.delivery.email_message import (
     DEFAULT_TRANSACTIONAL,
     InvalidEmail,
+    Mail,
     build_message,
     message_id_for,
 )
@@ -60,14 +61,17 @@ def channel_message(**extra: Any) -> dict[str, Any]:
     return base | extra
 
 
-def build(message: dict[str, Any], url: str | None = URL, **kwargs: Any) -> EmailMessage:
+def build(message: dict[str, Any], url: str | None = URL, **kwargs: Any) -> Mail:
     return build_message(message, sender=SENDER, unsubscribe_url=url, domain="example.com", **kwargs)
 
 
-def wire(mail: EmailMessage) -> tuple[bytes, EmailMessage]:
+def wire(mail: Mail) -> tuple[bytes, EmailMessage]:
     """The bytes the adapter sends, and what a receiver parses from them."""
-    data = mail.as_bytes()
-    return data, BytesParser(policy=email.policy.default).parsebytes(data)
+    return mail.data, BytesParser(policy=email.policy.default).parsebytes(mail.data)
+
+
+def parsed(message: dict[str, Any], url: str | None = URL, **kwargs: Any) -> EmailMessage:
+    return wire(build(message, url, **kwargs))[1]
 
 
 # --- build_message ----------------------------------------------------------------------------------
@@ -93,9 +97,11 @@ def test_multipart_alternative_with_both_parts_and_headers() -> None:
 
 
 def test_message_id_is_stable_per_delivery_and_unique_across_deliveries() -> None:
-    first = build(channel_message())
-    again = build(channel_message())
-    other = build(channel_message(delivery_id="d-2"))
+    first = parsed(channel_message())
+    again = parsed(channel_message())
+    other = parsed(channel_message(delivery_id="d-2"))
+    assert build(channel_message()) == build(channel_message())  # a retry sends the very same bytes
+    assert wire(build(channel_message()))[1]["Message-ID"] == build(channel_message()).message_id
     assert first["Message-ID"] == again["Message-ID"] != other["Message-ID"]
     assert first["Date"] == again["Date"]  # Date is the delivery's created_at, not the attempt's time
     message_id = str(first["Message-ID"])
@@ -112,19 +118,19 @@ def test_list_unsubscribe_for_non_transactional_categories() -> None:
 
 @pytest.mark.parametrize("category", sorted(DEFAULT_TRANSACTIONAL))
 def test_no_list_unsubscribe_for_transactional_categories(category: str) -> None:
-    mail = build(channel_message(category=category))
+    mail = parsed(channel_message(category=category))
     assert mail["List-Unsubscribe"] is None
     assert mail["List-Unsubscribe-Post"] is None
 
 
 def test_transactional_set_is_a_parameter() -> None:
-    mail = build(channel_message(category="billing"), transactional={"billing"})
+    mail = parsed(channel_message(category="billing"), transactional={"billing"})
     assert mail["List-Unsubscribe"] is None
-    assert build(channel_message(category="account"), transactional={"billing"})["List-Unsubscribe"]
+    assert parsed(channel_message(category="account"), transactional={"billing"})["List-Unsubscribe"]
 
 
 def test_no_list_unsubscribe_without_url() -> None:
-    assert build(channel_message(), url=None)["List-Unsubscribe"] is None
+    assert parsed(channel_message(), url=None)["List-Unsubscribe"] is None
 
 
 def test_long_unsubscribe_url_is_never_encoded_or_folded() -> None:
