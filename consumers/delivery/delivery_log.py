@@ -112,6 +112,8 @@ class DeliveryLog:
                 r[0]: Claim(ClaimResult.CLAIMED, attempts=r[1], first_failed_at=r[2])
                 for r in await cur.fetchall()
             }
+            # Asked after the claim (its own statement, committed already with the pool's autocommit):
+            # a refused row's state can only have moved on towards done since, never back.
             refused = [i for i in first if i not in claimed]
             others: dict[str, Claim] = {}
             if refused:
