@@ -124,7 +124,7 @@ def _folded_from(sender: str) -> bytes:
     """The From line as the ``email`` package folds it (RFC 2047 for a non-ASCII display name).
 
     One sender per adapter, so the header parser runs once, not once a message."""
-    return _HEADERS.fold_binary("From", sender)
+    return _HEADERS.fold_binary("From", _HEADERS.header_factory("From", sender))
 
 
 _HEADERS = email.policy.SMTP.clone(cte_type="7bit")

@@ -228,6 +228,17 @@ def test_missing_body_and_bad_url_are_refused() -> None:
         assert caught.value.reason == "invalid_unsubscribe_url"
 
 
+@pytest.mark.parametrize(
+    "sender", [SENDER, "Nötify Tëam <no-reply@example.com>", '"Notify, Inc." <no-reply@example.com>']
+)
+def test_sender_survives_the_wire(sender: str) -> None:
+    """A display name with non-ASCII letters or specials is encoded or quoted, and reads back as given."""
+    mail = build_message(channel_message(), sender=sender, unsubscribe_url=None, domain="example.com")
+    data, received = wire(mail)
+    assert data.isascii()
+    assert received["From"] == sender
+
+
 def test_sender_header_injection_is_refused() -> None:
     with pytest.raises(InvalidEmail) as caught:
         build_message(

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.delivery.email_message import build_message
 from consumers.delivery.email_mime import _boundary, render
+from sandboxes.smtp import _parse as sandbox_parse
 
 HEADERS = [b"Subject: hi\r\n", b"From: a@example.com\r\n", b"To: b@example.org\r\n"]
 
@@ -104,3 +106,30 @@ def test_boundary_is_per_delivery_and_avoids_a_part_that_contains_it() -> None:
     assert f'boundary="{first.decode()}"'.encode() not in data
     plain = cast(EmailMessage, receive(data).get_body(("plain",)))
     assert content(plain) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    subject=st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Zl", "Zp"]), max_size=120),
+    text=bodies.filter(bool),
+    html=st.one_of(st.none(), bodies.filter(bool)),
+)
+def test_the_smtp_sandbox_reads_back_what_the_worker_renders(
+    subject: str, text: str, html: str | None
+) -> None:
+    """The sandbox's cheap compat32 parse gives the subject, both bodies and the Message-ID as sent."""
+    message = {
+        "delivery_id": "d-1",
+        "target": "bob@example.org",
+        "email_subject": subject,
+        "email_text": text,
+        "email_html": html,
+        "created_at": None,
+    }
+    mail = build_message(message, sender="Nötify <n@example.com>", unsubscribe_url=None, domain="example.com")
+    payload, headers = sandbox_parse(mail.data)
+    assert payload["subject"] == subject
+    assert payload["text"] == as_received(text)
+    assert payload["html"] == (None if html is None else as_received(html))
+    assert payload["message_id"] == mail.message_id
+    assert headers["to"] == "bob@example.org"
