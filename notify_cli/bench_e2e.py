@@ -105,16 +105,25 @@ def drain_figures(
 
 def probe_rates(passed: list[int], tried: list[int]) -> list[int]:
     """Rates to try next: doubling from the highest tried rate if it passed (at most 3, up to 4000/s);
-    halving from the lowest if none passed (at most 3, down to MIN_PROBE_RATE); none otherwise."""
+    halving from the lowest if none passed (at most 3, down to MIN_PROBE_RATE); otherwise evenly
+    spaced between the highest pass and the failure above it, downwards (at most 3)."""
     if not tried:
         return []
     if not passed:
         low = min(tried)
         return [r for r in (low // 2**k for k in range(1, MAX_PROBES + 1)) if r >= MIN_PROBE_RATE]
-    top = max(tried)
-    if max(passed) != top:
-        return []
+    top, best = max(tried), max(passed)
+    if best != top:
+        failed = min(r for r in tried if r > best)
+        step = (failed - best) / (MAX_PROBES + 1)
+        between = [round(failed - step * k) for k in range(1, MAX_PROBES + 1)]
+        return sorted({r for r in between if best < r < failed}, reverse=True)
     return [r for r in (top * 2**k for k in range(1, MAX_PROBES + 1)) if r <= MAX_PROBE_RATE]
+
+
+def probes_downwards(passed: list[int], tried: list[int]) -> bool:
+    """Whether ``probe_rates`` goes down (stop at the first pass) rather than up (stop at a failure)."""
+    return not passed or max(passed) != max(tried)
 
 
 def request(i: int, users: int, marker: float) -> dict[str, Any]:
@@ -265,7 +274,7 @@ def measure(
                 say("latency at offered rates (open loop, one channel per request, round robin)")
                 steps = [e2e.offered(r, seconds, users) for r in rates]
                 passed = [s["offered_per_s"] for s in steps if s["p99_under_1s"]]
-                downward = not passed  # then probing looks for the first rate that passes
+                downward = probes_downwards(passed, rates)  # then it stops at the first rate that passes
                 for rate in probe_rates(passed, rates):
                     steps.append(e2e.offered(rate, seconds, users))
                     ok = bool(steps[-1]["p99_under_1s"])

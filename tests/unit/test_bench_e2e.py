@@ -7,7 +7,14 @@ import argparse
 import pytest
 
 from notify_cli import bench_e2e
-from notify_cli.bench_e2e import drain_figures, latency_figures, probe_rates, request, schedule
+from notify_cli.bench_e2e import (
+    drain_figures,
+    latency_figures,
+    probe_rates,
+    probes_downwards,
+    request,
+    schedule,
+)
 from notify_core.topics import Channel
 from sandboxes.process import Receipt
 
@@ -56,13 +63,19 @@ def test_drain_counts_from_the_start_to_the_last_receipt_of_the_backlog() -> Non
 
 
 def test_probing_doubles_from_a_passing_top_rate_and_halves_when_nothing_passed() -> None:
-    """Upwards only from a top rate that passed; downwards from the lowest when none did, not below 25/s."""
+    """Upwards from a top rate that passed; downwards from the lowest when none did, not below 25/s;
+    between the best pass and the failure above it otherwise, downwards."""
     assert probe_rates([200, 500, 1000], [200, 500, 1000]) == [2000, 4000]
     assert probe_rates([100, 300], [100, 300]) == [600, 1200, 2400]
-    assert probe_rates([200], [200, 500]) == []
+    assert probe_rates([200], [200, 500]) == [425, 350, 275]
+    assert probe_rates([200], [200, 500, 1000]) == [425, 350, 275]
+    assert probe_rates([200], [200, 202]) == [201]
     assert probe_rates([], [200, 500]) == [100, 50, 25]
     assert probe_rates([], [60]) == [30]
     assert probe_rates([], []) == []
+    assert not probes_downwards([200, 500], [200, 500])
+    assert probes_downwards([200], [200, 500])
+    assert probes_downwards([], [200])
 
 
 def test_requests_go_round_robin_over_the_channels_with_the_marker() -> None:
