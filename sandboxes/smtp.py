@@ -346,7 +346,8 @@ def _parse(content: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     # 1.7 ms a message, and the sandbox then took more CPU than the worker it serves. Only Subject
     # needs decoding; it goes through the very function policy.default would have applied.
     raw = BytesParser(policy=policy.compat32).parsebytes(content)
-    subject = raw.get("Subject")
+    # The header's source text: compat32's get() gives a Header object for 8-bit bytes (SMTPUTF8 mail).
+    subject = next((v for k, v in raw.raw_items() if k.lower() == "subject"), None)
     text, html = _body(raw, "plain"), _body(raw, "html")
     payload: dict[str, Any] = {
         "subject": None if subject is None else str(policy.default.header_fetch_parse("Subject", subject)),

@@ -94,7 +94,9 @@ class DeliveryLog:
             "until": now + self._lease,
             "now": now,
         }
-        async with self._connection() as conn:
+        # One transaction (the pool is in autocommit): a claim whose read-back fails is rolled back
+        # and claimed again on the retry, instead of leaving this worker's own lease in its way.
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "insert into delivery_log as d (delivery_id, notification_id, channel, status, attempts,"
                 " claimed_by, claimed_until, updated_at)"
@@ -112,8 +114,6 @@ class DeliveryLog:
                 r[0]: Claim(ClaimResult.CLAIMED, attempts=r[1], first_failed_at=r[2])
                 for r in await cur.fetchall()
             }
-            # Asked after the claim (its own statement, committed already with the pool's autocommit):
-            # a refused row's state can only have moved on towards done since, never back.
             refused = [i for i in first if i not in claimed]
             others: dict[str, Claim] = {}
             if refused:

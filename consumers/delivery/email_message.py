@@ -33,7 +33,7 @@ from email.header import Header
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
-from consumers.delivery.email_mime import render
+from consumers.delivery.email_mime import LINE, render
 from notify_core.exceptions import NotifyError
 
 DEFAULT_TRANSACTIONAL: frozenset[str] = frozenset({"account", "security"})
@@ -41,7 +41,6 @@ DEFAULT_TRANSACTIONAL: frozenset[str] = frozenset({"account", "security"})
 _MESSAGE_ID_NAMESPACE = uuid.UUID("3b0c9d52-7f3e-4c8a-b1a4-2e6f5d9c8a70")
 _MAX_SUBJECT = 998  # RFC 5322 line limit: longer is a rendering bug, not something to fold
 _MAX_URL = 900  # List-Unsubscribe is written on one line, which must stay under 998 octets
-_LINE = 78  # RFC 5322 recommended line length
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$")
 
@@ -136,18 +135,20 @@ def _fold_subject(value: str) -> bytes:
     literal "=?...?=" in the caller's text as if it were an encoded word."""
     name = "Subject"
     words = value.split(" ")
-    if value.isascii() and "=?" not in value and all(len(w) <= _LINE - len("Subject: ") for w in words):
+    plain = value.isascii() and "=?" not in value and value == value.strip(" ")  # edge blanks: see below
+    if plain and all(len(w) <= LINE - len("Subject: ") for w in words):
         lines, line = [], f"{name}:"
         for word in words:
             # Fold before a space (kept when unfolded), never before an empty word, so no
             # continuation line is whitespace only (RFC 5322 3.2.2).
-            if word and line != f"{name}:" and len(line) + 1 + len(word) > _LINE:
+            if word and line != f"{name}:" and len(line) + 1 + len(word) > LINE:
                 lines.append(line)
                 line = ""
             line += f" {word}"
         return ("\r\n".join([*lines, line]) + "\r\n").encode("ascii")
-    # Non-ASCII, or words too long to fold: RFC 2047 words, each whole and self-contained.
-    encoded = Header(value, "utf-8", maxlinelen=_LINE, header_name=name).encode(linesep="\r\n")
+    # Non-ASCII, words too long to fold, or leading/trailing blanks (a receiver strips those from a
+    # plain header): RFC 2047 words, each whole and self-contained.
+    encoded = Header(value, "utf-8", maxlinelen=LINE, header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded}\r\n".encode("ascii")
 
 

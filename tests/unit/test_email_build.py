@@ -157,6 +157,7 @@ def test_single_part_when_only_one_body_is_given() -> None:
         "x" * 120,  # one word longer than a line
         "looks like =?utf-8?q?an_encoded_word?= but is literal",
         "two  spaces   and    more",
+        " leading and trailing blanks ",
         "",
     ],
 )

@@ -8,7 +8,7 @@ from email.parser import BytesParser
 from typing import cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consumers.delivery.email_message import build_message
@@ -109,6 +109,9 @@ def test_boundary_is_per_delivery_and_avoids_a_part_that_contains_it() -> None:
 
 
 @settings(max_examples=150, deadline=None)
+@example(subject=" x", text="a", html=None)
+@example(subject="x ", text="a", html=None)
+@example(subject=" ", text="a", html="b")
 @given(
     subject=st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Zl", "Zp"]), max_size=120),
     text=bodies.filter(bool),
@@ -133,3 +136,14 @@ def test_the_smtp_sandbox_reads_back_what_the_worker_renders(
     assert payload["html"] == (None if html is None else as_received(html))
     assert payload["message_id"] == mail.message_id
     assert headers["to"] == "bob@example.org"
+
+
+def test_the_smtp_sandbox_reads_an_8bit_subject() -> None:
+    """SMTPUTF8 mail (raw UTF-8 in the header, as other clients may send) is read, not refused."""
+    sent = EmailMessage(policy=email.policy.SMTPUTF8)
+    sent["Subject"] = "Grüße"
+    sent["To"] = "bob@example.org"
+    sent.set_content("hi")
+    payload, _ = sandbox_parse(sent.as_bytes())
+    assert payload["subject"] == "Grüße"
+    assert payload["text"] == "hi\n"
