@@ -162,14 +162,15 @@ async def bare_smtp(box: SandboxProcess, count: int, concurrency: int) -> float:
     # The very bytes the worker sends for the bench's messages (multipart, same headers), rendered
     # before the clock: the ceiling is aiosmtplib carrying them, and the sandbox parsing them.
     envelope_from = parseaddr(EMAIL_SENDER)[1]
+    recipients = [f"user-{i}@example.com" for i in range(count)]
     mails = [
         build_message(
-            channel_message(Channel.EMAIL, f"user-{i}@example.com"),
+            channel_message(Channel.EMAIL, recipient),
             sender=EMAIL_SENDER,
             unsubscribe_url=None,
             domain=envelope_from.rpartition("@")[2],
         ).data
-        for i in range(count)
+        for recipient in recipients
     ]
 
     async def connection(lane: int) -> None:
@@ -183,7 +184,7 @@ async def bare_smtp(box: SandboxProcess, count: int, concurrency: int) -> float:
         await smtp.connect()
         try:
             for i in range(lane, count, SMTP_POOL_SIZE):
-                errors, _ = await smtp.sendmail(envelope_from, [f"user-{i}@example.com"], mails[i])
+                errors, _ = await smtp.sendmail(envelope_from, [recipients[i]], mails[i])
                 if errors:
                     raise _failed(Channel.EMAIL, errors)
         finally:

@@ -46,9 +46,8 @@ from consumers.delivery.email_message import (
     InvalidEmail,
     as_utc,
     build_message,
-    has_control,
-    is_address,
     message_id_for,
+    valid_sender,
 )
 from consumers.delivery.email_pool import SEND_ERRORS, Connection, Pool
 from consumers.delivery.email_reply import classify, classify_exception
@@ -103,7 +102,7 @@ class EmailAdapter:
         if pool_size < 1 or timeout_s <= 0:
             raise ConfigError("pool_size must be at least 1 and timeout_s positive")
         envelope_from = parseaddr(sender)[1]
-        if has_control(sender) or not is_address(envelope_from):
+        if not valid_sender(sender):
             raise ConfigError(f"NOTIFY_EMAIL_FROM is not a valid From address: {sender!r}")
         if not re.fullmatch(r"https?://[^\s<>,\"]+", public_base_url):
             raise ConfigError("NOTIFY_PUBLIC_BASE_URL must be an http(s) URL")

@@ -74,7 +74,7 @@ def build_message(
     """
     target = str(message.get("target") or "")
     _check_address(target)
-    if not _valid_sender(sender):
+    if not valid_sender(sender):
         raise InvalidEmail("invalid_sender", "the From header is not a single valid address")
     subject = message.get("email_subject")
     if subject is None:
@@ -114,7 +114,8 @@ class Mail:
 
 
 @functools.lru_cache(maxsize=16)
-def _valid_sender(sender: str) -> bool:
+def valid_sender(sender: str) -> bool:
+    """A From header naming one valid address, with no control character (checked once per sender)."""
     return not has_control(sender) and is_address(parseaddr(sender)[1])
 
 

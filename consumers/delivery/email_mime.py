@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Sequence
 
 LINE = 78  # RFC 5322's recommended limit: a longer 7bit line is sent quoted-printable instead
-_NOT_7BIT = re.compile(rb"[^\t\x20-\x7e]")
+_NOT_7BIT = re.compile(rb"[^\t\n\r\x20-\x7e]")  # line breaks are the lines' own ends
 _CRLF = b"\r\n"
 _BOUNDARY_NAMESPACE = uuid.UUID("9a4f6c1e-2b7d-4e5a-8c3f-0d1e2f3a4b5c")
 
@@ -59,7 +59,7 @@ def _part(subtype: str, content: str) -> bytes:
     raw = content.encode("utf-8")
     lines = raw.splitlines()
     charset = "us-ascii" if raw.isascii() else "utf-8"
-    if _NOT_7BIT.search(b"".join(lines)) is None and all(len(line) <= LINE for line in lines):
+    if _NOT_7BIT.search(raw) is None and all(len(line) <= LINE for line in lines):
         cte, body = "7bit", _CRLF.join(lines) + _CRLF
     else:
         cte, body = _encoded(b"\n".join(lines) + b"\n")
