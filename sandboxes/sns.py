@@ -2,7 +2,7 @@
 
 Contract (what a client such as boto3 sees at ``endpoint``, e.g. ``http://127.0.0.1:PORT``):
 
-- Every AWS Query request is answered by moto 5.2 (``ThreadedMotoServer``'s app), so SNS behaves as moto
+- Every AWS Query request is answered by moto 5.2's server app, so SNS behaves as moto
   models it. For example, a number that is not E.164 gets ``InvalidParameter`` (400), and
   ``/moto-api/data.json`` lists the SMS that moto accepted.
 - ``Publish`` with a ``PhoneNumber`` first asks ``faults.pick(phone)``. An injected error is
@@ -17,11 +17,11 @@ Contract (what a client such as boto3 sees at ``endpoint``, e.g. ``http://127.0.
   "data_types": {name: DataType}, "message_id"}, answered="ok" | error code)``. moto does not store
   MessageAttributes for SMS, so ``attributes`` is where tests read SMSType and SenderID.
 
-Why a WSGI middleware rather than an HTTP proxy in front of moto: it runs in moto's own werkzeug
-server thread, so there is one hop and one socket, no HTTP to parse or forward again (keep-alive,
-chunking, hop-by-hop headers), and moto's answers pass through byte for byte. The cost is that
-``ThreadedMotoServer`` has no hook to wrap its app, so ``_MotoServer`` overrides the one method
-that builds the server. moto is pinned at 5.2.5, and that method is the same few lines as moto's own.
+Why a WSGI middleware rather than an HTTP proxy in front of moto: it runs in the server's own request
+thread, so there is one hop and one socket, no HTTP to parse or forward again (keep-alive, chunking,
+hop-by-hop headers), and moto's answers pass through byte for byte. The server is waitress, not moto's
+werkzeug one, so connections stay alive as they do at SNS (see ``_Server``), and moto's per-request
+backend lookup is done once per credential scope (see ``_Dispatcher``). moto is pinned at 5.2.5.
 
 moto keeps its state per process: two sandboxes in one process share moto's SNS backend, but each
 has its own ``faults`` and ``recorder``.
@@ -41,13 +41,9 @@ from urllib.parse import parse_qs
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
+import waitress.server  # type: ignore[import-untyped]
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress import wasyncore
 
 from sandboxes.faults import FaultPlan, Received, Recorder
 
@@ -56,6 +52,8 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[WsgiEnviron, StartResponse], Iterable[bytes]]
 
 STALL = "Stall"
+_POLL_S = 0.05  # how soon the serving thread hears stop()
+_THREADS = 64  # waitress's request threads: client pools of up to 32, plus requests held by a Stall
 _XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 # Error codes SNS (botocore's model) and the AWS Query layer answer, with their HTTP status.
 ERROR_STATUS: dict[str, int] = {
@@ -223,34 +221,76 @@ class FaultMiddleware:
         return body
 
 
-class _MotoServer(ThreadedMotoServer):
-    """``ThreadedMotoServer`` whose app is wrapped in ``wrap`` and whose socket is closed on stop."""
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, keeping the app it finds for each signed AWS Query request's (region, service).
 
-    def __init__(self, wrap: Callable[[WsgiApp], WsgiApp], host: str, port: int) -> None:
-        super().__init__(ip_address=host, port=port, verbose=False)
-        self._wrap = wrap
-        self.failure: BaseException | None = None
+    moto looks the backend up anew for every request: a scan of every service's URL patterns under one
+    lock, which was 80% of this sandbox's CPU per ``Publish`` (3.7 ms). The answer for a request to
+    ``/`` depends only on its credential scope, so it is looked up once; anything else (``/moto-api``,
+    unsigned or path-routed requests) still takes moto's own lookup.
+    """
 
-    def _server_entry(self) -> None:
+    def __init__(self) -> None:
+        super().__init__(create_backend_app)
+        self._by_scope: dict[tuple[str, str], Any] = {}
+
+    def get_application(self, environ: WsgiEnviron) -> Any:
+        scope = credential_scope(environ) if environ.get("PATH_INFO") == "/" else None
+        if scope is None:
+            return super().get_application(environ)
+        app = self._by_scope.get(scope)
+        if app is None:
+            app = self._by_scope[scope] = super().get_application(environ)
+        return app
+
+
+def credential_scope(environ: WsgiEnviron) -> tuple[str, str] | None:
+    """(region, service) of a SigV4 ``Authorization`` header, or None when there is none to read.
+
+    ``AWS4-HMAC-SHA256 Credential=KEY/20261202/us-east-1/sns/aws4_request, SignedHeaders=..., ...``
+    """
+    auth = str(environ.get("HTTP_AUTHORIZATION") or "")
+    _, found, rest = auth.partition("Credential=")
+    parts = rest.split(",", 1)[0].split("/")
+    if not found or len(parts) != 5 or parts[4] != "aws4_request":
+        return None
+    return parts[2], parts[3].lower()
+
+
+class _Server:
+    """moto's app, wrapped in ``wrap``, served by waitress on ``host:port`` from a thread of its own.
+
+    Not moto's own ``ThreadedMotoServer``: werkzeug's development server answers every request with
+    ``Connection: close``, so each ``Publish`` cost the client a new TCP connection and the sandbox a
+    new thread, unlike SNS, which keeps connections alive. waitress keeps them alive and serves them
+    from a fixed pool of ``threads``, enough for every client pool here plus stalled requests.
+    """
+
+    def __init__(self, wrap: Callable[[WsgiApp], WsgiApp], host: str, port: int, threads: int) -> None:
+        app = wrap(_Dispatcher())
+        self._server: Any = waitress.server.create_server(app, host=host, port=port, threads=threads)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="sns-sandbox", daemon=True)
+
+    def _serve(self) -> None:
+        # One short poll at a time, so stop() is heard within _POLL_S; waitress's own run() loops
+        # until its socket map is empty, which only this thread may safely make so.
         try:
-            app = self._wrap(DomainDispatcherApplication(create_backend_app))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=_QuietRequestHandler
-            )
-        except BaseException as exc:  # start() waits on the ready event: it must hear of the failure
-            self.failure = exc
-            self._server_ready_event.set()
-            return
-        self._server_ready_event.set()
-        try:
-            self._server.serve_forever(poll_interval=0.05)  # a quick stop()
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=_POLL_S, map=self._server._map, count=1)
         finally:
-            self._server.server_close()
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            wasyncore.close_all(self._server._map)
 
+    def start(self) -> None:
+        self._thread.start()
 
-class _QuietRequestHandler(MotoRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """No access log line per request on stderr; errors are still logged."""
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return str(self._server.effective_host), int(self._server.effective_port)
 
 
 class SnsSandbox:
@@ -261,8 +301,8 @@ class SnsSandbox:
         self.recorder = Recorder()
         self._stopping = threading.Event()
         self._stall_s = stall_s
-        self._server = _MotoServer(self._middleware, host, port)
-        self._started = False
+        self._host, self._port = host, port
+        self._server: _Server | None = None  # built by start(): the middleware takes recorder then
 
     @classmethod
     def run_in_thread(cls, **kwargs: Any) -> SnsSandbox:
@@ -275,19 +315,22 @@ class SnsSandbox:
         return FaultMiddleware(app, self.faults, self.recorder, self._stopping, self._stall_s)
 
     def start(self) -> None:
-        self._server.start()
-        if self._server.failure is not None:
-            self._server.stop()
-            raise RuntimeError("SNS sandbox did not start") from self._server.failure
-        self._started = True
+        if self._server is None:
+            self._server = _Server(self._middleware, self._host, self._port, _THREADS)
+            self._server.start()
+
+    def _address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("the SNS sandbox is not started")
+        return self._server.get_host_and_port()
 
     @property
     def port(self) -> int:
-        return self._server.get_host_and_port()[1]
+        return self._address()[1]
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.get_host_and_port()
+        host, port = self._address()
         return f"http://{host}:{port}"
 
     def moto_sms(self) -> list[dict[str, Any]]:
@@ -297,10 +340,10 @@ class SnsSandbox:
         return list(data.get("sns", {}).get("SMS", []))
 
     def stop(self) -> None:
-        if self._started:
-            self._started = False
+        server, self._server = self._server, None
+        if server is not None:
             self._stopping.set()
-            self._server.stop()
+            server.stop()
 
     def __enter__(self) -> SnsSandbox:
         return self

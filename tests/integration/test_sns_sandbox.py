@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import itertools
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import pytest_asyncio
+from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from consumers.delivery.outcome import Outcome, Status
 from consumers.delivery.sms import SENDER_ID_ATTRIBUTE, SMS_TYPE_ATTRIBUTE, SmsAdapter
@@ -214,3 +219,41 @@ async def test_unreachable_endpoint_is_a_retry(make_adapter: MakeAdapter) -> Non
     outcome = await adapter.send(message(new_number()))
 
     assert (outcome.status, outcome.reason) == (R, "connection_error")
+
+
+def _signed_publish(endpoint: str, phone: str) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of a SigV4-signed AWS Query ``Publish``, as botocore would sign it."""
+    body = urlencode({"Action": "Publish", "Version": "2010-03-31", "PhoneNumber": phone, "Message": "hi"})
+    request = AWSRequest(
+        method="POST",
+        url=f"{endpoint}/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    SigV4Auth(Credentials("testing", "testing"), "sns", "us-east-1").add_auth(request)
+    return "/", body.encode(), {k: str(v) for k, v in request.headers.items()}
+
+
+def test_connections_stay_alive_across_publishes(sandbox: SnsSandbox) -> None:
+    """Like SNS, the sandbox keeps a connection open: five Publishes travel on one TCP connection.
+
+    moto's own werkzeug server answered each request with ``Connection: close``, so every send paid for
+    a new connection (and the sandbox for a new thread), which made SMS the slowest chain end to end.
+    """
+    host, port = "127.0.0.1", sandbox.port
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        sockets = set()
+        for _ in range(5):
+            path, body, headers = _signed_publish(sandbox.endpoint, new_number())
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            assert response.status == 200, answer
+            assert b"<MessageId>" in answer
+            assert not response.will_close
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1
+    finally:
+        connection.close()
+    assert [r.answered for r in sandbox.recorder.all()] == ["ok"] * 5
